@@ -1,0 +1,184 @@
+"""The ``kdmos`` command.
+
+Every subcommand imports its heavy dependencies inside its body, so ``kdmos --help`` stays fast and
+the runtime commands work without torch installed.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import metadata, util
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kdmos_ros import __version__
+from kdmos_ros.errors import KdmosError
+
+app = typer.Typer(
+    name="kdmos",
+    help="Real-time LiDAR moving-object segmentation: data, training, evaluation and deployment tools.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+console = Console()
+error_console = Console(stderr=True)
+
+# typer re-exports click's BadParameter; its bases are the exception classes of the click it runs on
+# (recent typer releases vendor their own copy), so this finds them without a private import.
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"kdmos_ros {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    if ctx.invoked_subcommand is None:
+        console.print(ctx.get_help())
+        raise typer.Exit()
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@app.command()
+def info() -> None:
+    """Show what this installation can use: versions, ONNX Runtime providers, torch, ROS 2, files."""
+    import onnxruntime
+
+    from kdmos_ros.paths import share_dir
+
+    table = Table(title=f"kdmos_ros {__version__}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("python", sys.version.split()[0])
+    for name in ("numpy", "onnxruntime", "rosbags", "pydantic", "typer"):
+        table.add_row(name, _package_version(name) or "[red]missing[/red]")
+    table.add_row("onnxruntime providers", ", ".join(onnxruntime.get_available_providers()))
+    # Only look torch up: importing it costs seconds and the runtime never needs it.
+    torch_version = _package_version("torch")
+    table.add_row(
+        "torch (training)",
+        torch_version or "not installed: pip install torch==2.13.0 -e '.[train]'",
+    )
+    ros = util.find_spec("rclpy") is not None
+    table.add_row("ROS 2 (rclpy)", "found" if ros else "not found: the node needs a sourced ROS 2 workspace")
+    share = share_dir()
+    table.add_row("share directory", str(share) if share else "[red]not found[/red]")
+    if share is not None:
+        models = sorted(p.name for p in (share / "models").glob("*.onnx"))
+        table.add_row("models", ", ".join(models) if models else "none yet")
+    console.print(table)
+
+
+@app.command("check-data")
+def check_data(
+    root: Annotated[Path, typer.Argument(help="Dataset root holding sequences/NN/ (SemanticKITTI layout).")],
+    sequences: Annotated[
+        str | None,
+        typer.Option(
+            "--sequences", "-s", help="Comma-separated sequences to check, e.g. 00,08 (default: all)."
+        ),
+    ] = None,
+) -> None:
+    """Validate a SemanticKITTI-layout dataset and summarise each sequence.
+
+    Reads every scan header, label file, pose and timestamp, so a broken file is found here with a
+    message naming it, not hours into a training run.
+    """
+    from rich.progress import track
+
+    from kdmos_ros.io.semantickitti import (
+        MOS_IGNORE,
+        MOS_MOVING,
+        SemanticKittiError,
+        mos_labels,
+        open_sequence,
+    )
+
+    sequences_dir = root / "sequences"
+    if not sequences_dir.is_dir():
+        raise SemanticKittiError(
+            f"{root} has no sequences/ folder (expected ROOT/sequences/NN/velodyne/*.bin)"
+        )
+    names = (
+        [s.strip() for s in sequences.split(",") if s.strip()]
+        if sequences
+        else sorted(d.name for d in sequences_dir.iterdir() if (d / "velodyne").is_dir())
+    )
+    if not names:
+        raise SemanticKittiError(f"{sequences_dir} holds no sequence with a velodyne/ folder")
+
+    table = Table(title=f"SemanticKITTI-layout data in {root}")
+    for column in ("seq", "scans", "points/scan", "labelled", "moving", "path m", "time s"):
+        table.add_column(column, justify="right")
+    for name in names:
+        sequence = open_sequence(root, name)
+        counts = [sequence.num_points(frame) for frame in sequence.frames]
+        positions = sequence.poses[:, :3, 3]
+        times = sequence.times
+        labelled, moving, valid = 0, 0, 0
+        for frame in track(sequence.frames, description=f"sequence {name}", transient=True, console=console):
+            raw = sequence.read_raw_labels(frame)
+            if raw is not None:
+                mos = mos_labels(raw)
+                labelled += 1
+                moving += int(np.count_nonzero(mos == MOS_MOVING))
+                valid += int(np.count_nonzero(mos != MOS_IGNORE))
+        table.add_row(
+            sequence.directory.name,
+            str(len(sequence)),
+            f"{int(np.median(counts)) if counts else 0:,}",
+            f"{labelled}/{len(sequence)}",
+            f"{100.0 * moving / valid:.2f} %" if valid else "-",
+            f"{float(np.linalg.norm(np.diff(positions, axis=0), axis=1).sum()):.1f}",
+            f"{float(times[-1] - times[0]) if len(times) else 0.0:.1f}",
+        )
+    console.print(table)
+
+
+def _fail(message: str, code: int) -> int:
+    error_console.print(f"[bold red]kdmos: error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: user mistakes become one line on stderr and a non-zero exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        result = app(args=args, prog_name="kdmos", standalone_mode=False)
+    except KdmosError as error:
+        return _fail(str(error), 1)
+    except FileNotFoundError as error:
+        return _fail(f"{error.strerror}: {error.filename}", 1)
+    except _ClickException as error:
+        hint = " (see kdmos --help)" if getattr(error, "exit_code", 1) == 2 else ""
+        return _fail(error.format_message() + hint, getattr(error, "exit_code", 1))
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

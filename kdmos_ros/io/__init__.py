@@ -1,0 +1,1 @@
+"""Data formats kdmos_ros reads and writes: PointCloud2 messages, SemanticKITTI sequences, bags."""

@@ -1,0 +1,33 @@
+"""Where the package's shared files (launch/, config/, models/) are on this machine.
+
+The same tree is used three ways: from a source checkout (``pip install -e``), from a pip install
+(setup.py's data_files land in ``<prefix>/share/kdmos_ros``) and from a colcon workspace (an ament
+prefix on ``AMENT_PREFIX_PATH``). Looking the directory up here keeps the rest of the code free of
+that distinction, and free of ROS imports.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+PACKAGE = "kdmos_ros"
+
+
+def share_candidates() -> list[Path]:
+    """Places the share directory may be, in the order they are tried."""
+    checkout = Path(__file__).resolve().parent.parent
+    candidates = [checkout, Path(sys.prefix) / "share" / PACKAGE]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / PACKAGE)
+    return candidates
+
+
+def share_dir() -> Path | None:
+    """The first candidate holding this package's ``package.xml``, or None when none does."""
+    for candidate in share_candidates():
+        if (candidate / "package.xml").is_file():
+            return candidate
+    return None

@@ -1,0 +1,63 @@
+"""Build script for kdmos_ros: an ament_python ROS 2 package that also installs with plain pip."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE = "kdmos_ros"
+HERE = Path(__file__).parent
+# One version, kept in the package; package.xml is checked against it by the tests.
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / PACKAGE / "__init__.py").read_text()).group(1)
+
+
+def share_files(*folders: str) -> list:
+    """(install dir, files) pairs that mirror ``folders`` under share/kdmos_ros, subfolders included."""
+    pairs = []
+    for folder in folders:
+        for directory in sorted(p for p in [HERE / folder, *(HERE / folder).rglob("*")] if p.is_dir()):
+            files = sorted(str(f.relative_to(HERE)) for f in directory.iterdir() if f.is_file())
+            if files:
+                pairs.append((f"share/{PACKAGE}/{directory.relative_to(HERE)}", files))
+    return pairs
+
+
+setup(
+    name=PACKAGE,
+    version=VERSION,
+    description="Real-time LiDAR moving-object segmentation for ROS 2, distilled from a point-based teacher",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    maintainer="kdmos_ros developers",
+    maintainer_email="kdmos-ros@users.noreply.github.com",
+    python_requires=">=3.10",
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        *share_files("launch", "config", "models"),
+    ],
+    # numpy >= 1.21 and Python 3.10 are what ROS 2 Humble (Ubuntu 22.04) ships.
+    install_requires=[
+        "setuptools",
+        "numpy>=1.21",
+        "onnxruntime>=1.16",
+        "rosbags>=0.10",
+        "typer>=0.12",
+        "rich>=13",
+        "pydantic>=2",
+        "pyyaml>=5.4",
+    ],
+    extras_require={
+        # Install torch first as torch==2.13.0 (README): a bare range would pull the CUDA build.
+        "train": ["torch>=2.1", "onnx>=1.15"],
+        "test": ["pytest>=7", "colcon-common-extensions", "ruff>=0.17,<0.18"],
+    },
+    zip_safe=True,
+    entry_points={
+        "console_scripts": [
+            "kdmos = kdmos_ros.cli:main",
+        ],
+    },
+)
