@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support import alignment_medians, nearest_distances
 
 from kdmos_ros.errors import KdmosError
 from kdmos_ros.io.semantickitti import (
@@ -42,46 +42,6 @@ from kdmos_ros.io.semantickitti import (
 # --------------------------------------------------------------------------------------------------
 
 
-def nearest_distances(queries: np.ndarray, targets: np.ndarray, cell: float = 1.0) -> np.ndarray:
-    """Distance from each query to its nearest target, exact up to ``cell`` metres.
-
-    Voxel hash without scipy: targets are sorted by cell key and every query scans the 27 cells
-    around its own. A neighbour closer than ``cell`` always lies in one of them; farther ones may be
-    missed (reported as a larger distance or inf), which cannot move a median that is below ``cell``.
-    """
-    cells_t = np.floor(targets / cell).astype(np.int64)
-    cells_q = np.floor(queries / cell).astype(np.int64)
-    low = np.minimum(cells_t.min(axis=0), cells_q.min(axis=0)) - 1
-    span = np.maximum(cells_t.max(axis=0), cells_q.max(axis=0)) + 2 - low
-
-    def key(c: np.ndarray) -> np.ndarray:
-        c = c - low
-        return (c[:, 0] * span[1] + c[:, 1]) * span[2] + c[:, 2]
-
-    order = np.argsort(key(cells_t), kind="stable")
-    sorted_keys = key(cells_t)[order]
-    sorted_targets = targets[order]
-    best = np.full(len(queries), np.inf)
-    for dx in (-1, 0, 1):
-        for dy in (-1, 0, 1):
-            for dz in (-1, 0, 1):
-                k = key(cells_q + np.array([dx, dy, dz]))
-                start = np.searchsorted(sorted_keys, k, side="left")
-                counts = np.searchsorted(sorted_keys, k, side="right") - start
-                total = int(counts.sum())
-                if total == 0:
-                    continue
-                # Expand (query, candidate) pairs; the pairs come grouped by query, in query order.
-                owner = np.repeat(np.arange(len(queries)), counts)
-                offset = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-                candidate = np.repeat(start, counts) + offset
-                d2 = np.sum((sorted_targets[candidate] - queries[owner]) ** 2, axis=1)
-                has = counts > 0
-                segment_min = np.minimum.reduceat(d2, (np.cumsum(counts) - counts)[has])
-                best[has] = np.minimum(best[has], segment_min)
-    return np.sqrt(best)
-
-
 def test_nearest_distances_matches_brute_force() -> None:
     # The alignment test rests on this helper, so check it against the definition first.
     rng = np.random.default_rng(0)
@@ -93,10 +53,6 @@ def test_nearest_distances_matches_brute_force() -> None:
     assert within.mean() > 0.99
     np.testing.assert_allclose(fast[within], brute[within], rtol=0, atol=1e-12)
     assert np.all(fast >= brute - 1e-12)
-
-
-def transform(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
-    return points[:, :3] @ pose[:3, :3].T + pose[:3, 3]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,33 +103,8 @@ def test_real_kitti_sequence_loads(kitti00_root: Path) -> None:
 
 
 def test_poses_align_real_scans(kitti00_root: Path) -> None:
-    start = time.perf_counter()
-    seq = open_sequence(kitti00_root, 0)
-    poses = seq.poses
-    scan0 = seq.read_scan(0).astype(np.float64)
-    scan9 = seq.read_scan(9).astype(np.float64)
-
-    def non_ground(points: np.ndarray, max_range: float) -> np.ndarray:
-        # The sensor is ~1.73 m above the road: z > -1.3 m drops the ground, which matches well even
-        # without poses and would hide a misalignment.
-        keep = (points[:, 2] > -1.3) & (np.linalg.norm(points[:, :2], axis=1) < max_range)
-        return points[keep, :3]
-
-    # Every frame-0 point within 60 m (wider than the queries, so shifted queries find their match).
-    targets = scan0[np.linalg.norm(scan0[:, :2], axis=1) < 60.0, :3]
-    queries = non_ground(scan9, 40.0)
-    rng = np.random.default_rng(9)
-    queries = queries[rng.choice(len(queries), size=min(20_000, len(queries)), replace=False)]
-
-    relative = np.linalg.inv(poses[0]) @ poses[9]
-    with_poses = float(np.median(nearest_distances(transform(queries, relative), targets)))
-    without_poses = float(np.median(nearest_distances(queries, targets)))
-    elapsed = time.perf_counter() - start
-    print(
-        f"\nframe 9 -> frame 0 median NN distance: with poses {with_poses:.3f} m, "
-        f"without poses {without_poses:.3f} m ({len(queries)} queries, {len(targets)} targets, "
-        f"{elapsed:.1f} s)"
-    )
+    with_poses, without_poses = alignment_medians(open_sequence(kitti00_root, 0), 0, 9)
+    print(f"\nframe 9 -> 0 median NN distance: with poses {with_poses:.3f} m, without {without_poses:.3f} m")
     assert with_poses < 0.35
     assert without_poses > 0.45
     assert with_poses < 0.6 * without_poses
