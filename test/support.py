@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import onnx
 
 from kdmos_ros.io.semantickitti import SemanticKittiSequence
+from kdmos_ros.pipeline.contract import ModelContract
 
 
 def nearest_distances(queries: np.ndarray, targets: np.ndarray, cell: float = 1.0) -> np.ndarray:
@@ -76,3 +80,63 @@ def alignment_medians(
     with_poses = float(np.median(nearest_distances(transform(queries, relative), targets)))
     without_poses = float(np.median(nearest_distances(queries, targets)))
     return with_poses, without_poses
+
+
+def write_oracle_model(path: Path, contract: ModelContract, gain: float = 10.0, bias: float = 2.0) -> Path:
+    """A real ONNX model with the kdmos signature whose "network" reads the motion BEV directly.
+
+    moving logit = gain · (sum of motion channels at the point's BEV cell) − bias; static logit 0;
+    ignore and movable −20. It lets pipeline tests check, with a real onnxruntime session, that
+    motion features reach the right points in the right order, without a trained network.
+    """
+    grid = contract.grid
+    c_m = contract.motion.channels
+    h, w = grid.n_rho, grid.n_phi
+    const = onnx.helper.make_tensor
+    nodes = [
+        onnx.helper.make_node("ReduceSum", ["motion_bev", "axis1"], ["bev_sum"], keepdims=0),
+        onnx.helper.make_node("Reshape", ["bev_sum", "flat_shape"], ["bev_flat"]),
+        onnx.helper.make_node("Gather", ["point_cells", "zero"], ["rho_idx"], axis=1),
+        onnx.helper.make_node("Gather", ["point_cells", "one"], ["phi_idx"], axis=1),
+        onnx.helper.make_node("Mul", ["rho_idx", "width"], ["row_start"]),
+        onnx.helper.make_node("Add", ["row_start", "phi_idx"], ["flat_idx"]),
+        onnx.helper.make_node("Gather", ["bev_flat", "flat_idx"], ["score"], axis=0),
+        onnx.helper.make_node("Mul", ["score", "gain"], ["scaled"]),
+        onnx.helper.make_node("Sub", ["scaled", "bias"], ["moving"]),
+        # Static logit: 0·feature keeps the point-feature input in the graph (and N dynamic).
+        onnx.helper.make_node("Gather", ["point_features", "zero"], ["first_feature"], axis=1),
+        onnx.helper.make_node("Mul", ["first_feature", "zero_f"], ["static"]),
+        onnx.helper.make_node("Sub", ["static", "twenty"], ["unlikely"]),
+        onnx.helper.make_node("Unsqueeze", ["unlikely", "axis1"], ["c0"]),
+        onnx.helper.make_node("Unsqueeze", ["static", "axis1"], ["c1"]),
+        onnx.helper.make_node("Unsqueeze", ["moving", "axis1"], ["c3"]),
+        onnx.helper.make_node("Concat", ["c0", "c1", "c0", "c3"], ["logits"], axis=1),
+    ]
+    initializers = [
+        const("axis1", onnx.TensorProto.INT64, [1], [1]),
+        const("flat_shape", onnx.TensorProto.INT64, [1], [h * w]),
+        const("zero", onnx.TensorProto.INT64, [], [0]),
+        const("one", onnx.TensorProto.INT64, [], [1]),
+        const("width", onnx.TensorProto.INT64, [], [w]),
+        const("gain", onnx.TensorProto.FLOAT, [], [gain]),
+        const("bias", onnx.TensorProto.FLOAT, [], [bias]),
+        const("zero_f", onnx.TensorProto.FLOAT, [], [0.0]),
+        const("twenty", onnx.TensorProto.FLOAT, [], [20.0]),
+    ]
+    graph = onnx.helper.make_graph(
+        nodes,
+        "kdmos_oracle",
+        [
+            onnx.helper.make_tensor_value_info("point_features", onnx.TensorProto.FLOAT, ["N", 9]),
+            onnx.helper.make_tensor_value_info("point_cells", onnx.TensorProto.INT64, ["N", 3]),
+            onnx.helper.make_tensor_value_info("motion_bev", onnx.TensorProto.FLOAT, [1, c_m, h, w]),
+        ],
+        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 4])],
+        initializers,
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.helper.set_model_props(model, contract.to_metadata())
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

@@ -1,0 +1,1 @@
+"""The online segmentation core: scan window, features, ONNX runner, MotionSegmenter (no torch, no ROS)."""

@@ -1,0 +1,212 @@
+"""Network inputs from a scan and the scans before it: THE one implementation of the features.
+
+The ROS node, the offline tools and the training data loader all call :func:`compute_features`,
+so what the network sees in training is what it sees on the robot. The definitions are written
+out in docs/features.md; :data:`~kdmos_ros.pipeline.contract.FEATURE_VERSION` names them.
+
+- Appearance: per point, its polar cell and the 9 values MotionBEV's PointNet takes,
+  [ρ−ρc, φ−φc, z−zc, ρ, φ, z, x, y, intensity] (Zhou et al., MotionBEV, RA-L 2023, after PolarNet,
+  Zhang et al., CVPR 2020).
+- Motion: a causal version of MotionBEV's height residuals. For each offset d the current scan's
+  height map is compared with that of scan t−d moved into the current frame: cells newly occupied
+  and cells vacated, each only where the other scan could see the cell.
+
+Everything is vectorised numpy (``ufunc.at`` scatters, no Python loop over points or cells) and
+works with numpy 1.21.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from kdmos_ros.pipeline.contract import MotionConfig
+from kdmos_ros.pipeline.grid import PolarGrid
+from kdmos_ros.pipeline.window import ScanWindow
+
+
+@dataclass(frozen=True)
+class ScanFeatures:
+    """What the network takes for one scan, and which input points it covers."""
+
+    valid: np.ndarray  # (N,) bool: the input points given to the network (finite and inside the grid)
+    point_features: np.ndarray  # (M, 9) float32, M = valid.sum(), in input order
+    point_cells: np.ndarray  # (M, 3) int64: (ρ, φ, z) cell of each valid point
+    motion_bev: np.ndarray  # (1, C_m, n_rho, n_phi) float32
+    offsets_available: tuple[bool, ...]  # per motion offset: was the past scan in the window?
+
+    @property
+    def window_full(self) -> bool:
+        return all(self.offsets_available)
+
+
+def polar(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ρ, φ, z) of LiDAR-frame points: horizontal range, azimuth in [−π, π], height."""
+    x, y = xyz[:, 0], xyz[:, 1]
+    return np.hypot(x, y), np.arctan2(y, x), xyz[:, 2]
+
+
+def cells(grid: PolarGrid, rho: np.ndarray, phi: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(inside, (N, 3) int64 cell indices). Outside means ρ beyond [ρ_min, ρ_max): the grid cannot
+    place such points. Azimuth and height are clipped into the border cells, as MotionBEV does, so
+    a roof above z_max still gets a label.
+    """
+    size = grid.cell_size
+    ri = np.floor((rho - grid.rho_min) / size[0])
+    inside = (ri >= 0) & (ri < grid.n_rho)
+    index = np.empty((len(rho), 3), dtype=np.int64)
+    index[:, 0] = np.clip(ri, 0, grid.n_rho - 1)
+    index[:, 1] = np.clip(np.floor((phi - grid.phi_min) / size[1]), 0, grid.n_phi - 1)
+    index[:, 2] = np.clip(np.floor((z - grid.z_min) / size[2]), 0, grid.n_z - 1)
+    return inside, index
+
+
+def appearance_features(
+    grid: PolarGrid, points: np.ndarray, rho: np.ndarray, phi: np.ndarray, index: np.ndarray
+) -> np.ndarray:
+    """(M, 9) float32: offsets from the cell centre, polar and Cartesian coordinates, intensity."""
+    size = grid.cell_size
+    low = np.array([grid.rho_min, grid.phi_min, grid.z_min])
+    centre = low + (index + 0.5) * size
+    out = np.empty((len(points), 9), dtype=np.float32)
+    out[:, 0] = rho - centre[:, 0]
+    out[:, 1] = phi - centre[:, 1]
+    out[:, 2] = points[:, 2] - centre[:, 2]
+    out[:, 3] = rho
+    out[:, 4] = phi
+    out[:, 5] = points[:, 2]
+    out[:, 6] = points[:, 0]
+    out[:, 7] = points[:, 1]
+    out[:, 8] = points[:, 3]
+    return out
+
+
+def height_map(grid: PolarGrid, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Height H = max z − min z per (ρ, φ) cell, and which cells the scan could see.
+
+    Only points inside the grid's range and height bounds count (MotionBEV's projection does the
+    same). A cell is seen when the scan has a point at that azimuth at or beyond the cell's range:
+    a beam got there, so an empty cell there is truly empty. This is the BEV visibility test of
+    MotionBEV's occlusion mask (cells beyond the farthest return of an azimuth are unknown).
+    """
+    rho, phi, z = polar(xyz)
+    keep = (rho >= grid.rho_min) & (rho < grid.rho_max) & (z >= grid.z_min) & (z < grid.z_max)
+    size = grid.cell_size
+    ri = ((rho[keep] - grid.rho_min) / size[0]).astype(np.int64)
+    pi = np.clip(((phi[keep] - grid.phi_min) / size[1]).astype(np.int64), 0, grid.n_phi - 1)
+    zk = z[keep]
+    flat = ri * grid.n_phi + pi
+    n_cells = grid.n_rho * grid.n_phi
+    top = np.full(n_cells, -np.inf, dtype=np.float32)
+    bottom = np.full(n_cells, np.inf, dtype=np.float32)
+    np.maximum.at(top, flat, zk)
+    np.minimum.at(bottom, flat, zk)
+    occupied = np.isfinite(top)
+    height = np.zeros(n_cells, dtype=np.float32)
+    height[occupied] = top[occupied] - bottom[occupied]
+    farthest = np.full(grid.n_phi, -1, dtype=np.int64)
+    np.maximum.at(farthest, pi, ri)
+    seen = np.arange(grid.n_rho)[:, None] <= farthest[None, :]
+    return height.reshape(grid.n_rho, grid.n_phi), seen
+
+
+def residuals(motion: MotionConfig, new: np.ndarray, old: np.ndarray, old_seen: np.ndarray) -> np.ndarray:
+    """Height that appeared in ``new`` where ``old`` saw (almost) nothing: MotionBEV's residual.
+
+    Kept where 0.4 ≤ H_new ≤ 4 m (defaults), H_old ≤ 0.2 · H_new and the old scan saw the cell;
+    swapping the arguments gives the vacated space.
+    """
+    keep = old_seen & (new >= motion.min_height) & (new <= motion.max_height) & (old <= motion.ratio * new)
+    return np.where(keep, new - old, np.float32(0.0)).astype(np.float32, copy=False)
+
+
+def transform(xyz: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply a 4 × 4 transform to (M, 3) points, in float32."""
+    rotation = matrix[:3, :3].astype(np.float32)
+    translation = matrix[:3, 3].astype(np.float32)
+    return xyz @ rotation.T + translation
+
+
+def motion_bev(
+    grid: PolarGrid, motion: MotionConfig, window: ScanWindow
+) -> tuple[np.ndarray, tuple[bool, ...]]:
+    """(C_m, n_rho, n_phi) motion channels of the window's newest scan, using only older scans.
+
+    Channel 2k holds space newly occupied since offset ``motion.offsets[k]``, channel 2k+1 space
+    vacated since then; both are zero when that past scan is missing.
+    """
+    current = window.newest
+    out = np.zeros((motion.channels, grid.n_rho, grid.n_phi), dtype=np.float32)
+    if current is None:
+        return out, tuple(False for _ in motion.offsets)
+    new_height, new_seen = height_map(grid, current.points)
+    to_current = np.linalg.inv(current.pose)
+    available = []
+    for k, offset in enumerate(motion.offsets):
+        past = window.past(offset)
+        available.append(past is not None)
+        if past is None:
+            continue
+        old_height, old_seen = height_map(grid, transform(past.points, to_current @ past.pose))
+        out[2 * k] = residuals(motion, new_height, old_height, old_seen)
+        out[2 * k + 1] = residuals(motion, old_height, new_height, new_seen)
+    return out, tuple(available)
+
+
+def compute_features(
+    grid: PolarGrid, motion: MotionConfig, points: np.ndarray, window: ScanWindow
+) -> ScanFeatures:
+    """Features of ``points`` (N × 4: x, y, z, intensity), the scan just pushed into ``window``.
+
+    Non-finite points and points outside the grid's range are left out (``valid`` False); the
+    network's outputs for the others come back in input order.
+    """
+    finite = np.isfinite(points[:, :3]).all(axis=1)
+    usable = points if finite.all() else points[finite]
+    rho, phi, z = polar(usable)
+    inside, index = cells(grid, rho, phi, z)
+    valid = finite.copy()
+    valid[finite] = inside
+    kept = usable[inside]
+    features = appearance_features(grid, kept, rho[inside], phi[inside], index[inside])
+    # A NaN intensity on an otherwise good point carries no information: read it as 0.
+    features[:, 8] = np.nan_to_num(features[:, 8], nan=0.0, posinf=0.0, neginf=0.0)
+    bev, available = motion_bev(grid, motion, window)
+    return ScanFeatures(
+        valid=valid,
+        point_features=features,
+        point_cells=np.ascontiguousarray(index[inside]),
+        motion_bev=bev[np.newaxis],
+        offsets_available=available,
+    )
+
+
+def features_at(
+    grid: PolarGrid,
+    motion: MotionConfig,
+    scans: Sequence[np.ndarray],
+    poses: Sequence[np.ndarray],
+    stamps: Sequence[float],
+    index: int,
+    scan_period: float = 0.1,
+) -> ScanFeatures:
+    """Features of ``scans[index]`` from random-access data (a dataset), as the node would compute them.
+
+    Replays into a fresh :class:`ScanWindow` the scans a streaming window would still hold, so
+    training sees exactly what the robot sees; nothing after ``index`` is read. ``scans`` may be any
+    indexable that loads on access.
+    """
+    window = ScanWindow(motion.num_past_scans, motion.voxel_size, scan_period=scan_period)
+    horizon = stamps[index] - (motion.num_past_scans + 0.5) * scan_period
+    first = index
+    while first > 0 and index - first < 2 * motion.num_past_scans and stamps[first - 1] >= horizon:
+        first -= 1
+    current = scans[index]
+    for j in range(first, index + 1):
+        points = current if j == index else scans[j]
+        finite = np.isfinite(points[:, :3]).all(axis=1)
+        if finite.any() or j == index:  # the node skips scans with no usable point, too
+            window.push(points[finite, :3], poses[j], stamps[j])
+    return compute_features(grid, motion, current, window)

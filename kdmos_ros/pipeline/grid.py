@@ -1,0 +1,59 @@
+"""The polar bird's-eye-view grid shared by features, network and model contract.
+
+MotionBEV (Zhou et al., RA-L 2023) and KDMOS voxelise each scan in polar coordinates: range ρ,
+azimuth φ and height z, 480 × 360 × 32 cells over ρ ∈ [1.85, 50.15] m, φ ∈ [−π, π], z ∈ [−4, 2] m.
+Polar cells follow the LiDAR's own sampling (dense near, sparse far) better than Cartesian ones.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class PolarGrid(BaseModel):
+    """Bounds and resolution of the polar grid; rows are ρ bins, columns φ bins, depth z bins."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rho_min: float = Field(1.85, ge=0.0, description="Inner radius of the grid (m).")
+    rho_max: float = Field(50.15, gt=0.0, description="Outer radius of the grid (m).")
+    n_rho: int = Field(480, gt=0, description="Range bins (BEV rows).")
+    phi_min: float = Field(-math.pi, description="First azimuth (rad).")
+    phi_max: float = Field(math.pi, description="Last azimuth (rad).")
+    n_phi: int = Field(360, gt=0, description="Azimuth bins (BEV columns).")
+    z_min: float = Field(-4.0, description="Lowest height in the LiDAR frame (m).")
+    z_max: float = Field(2.0, description="Highest height in the LiDAR frame (m).")
+    n_z: int = Field(32, gt=0, description="Height bins (voxel logits per BEV cell).")
+
+    @model_validator(mode="after")
+    def _bounds_increase(self) -> PolarGrid:
+        for low, high in (("rho_min", "rho_max"), ("phi_min", "phi_max"), ("z_min", "z_max")):
+            if getattr(self, low) >= getattr(self, high):
+                raise ValueError(f"{low} ({getattr(self, low)}) must be below {high} ({getattr(self, high)})")
+        return self
+
+    @property
+    def cell_size(self) -> np.ndarray:
+        """(Δρ, Δφ, Δz) of one cell."""
+        return np.array(
+            [
+                (self.rho_max - self.rho_min) / self.n_rho,
+                (self.phi_max - self.phi_min) / self.n_phi,
+                (self.z_max - self.z_min) / self.n_z,
+            ]
+        )
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(n_rho, n_phi, n_z)."""
+        return (self.n_rho, self.n_phi, self.n_z)
+
+
+#: The presets' grids: `full` is MotionBEV's, `lite` halves every axis for CPU real time.
+GRIDS: dict[str, PolarGrid] = {
+    "full": PolarGrid(),
+    "lite": PolarGrid(n_rho=240, n_phi=180, n_z=16),
+}

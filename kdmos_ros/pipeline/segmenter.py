@@ -1,0 +1,148 @@
+"""MotionSegmenter: a scan, its pose and its stamp in; a label and a moving probability per point out.
+
+This is the whole online pipeline without ROS: the node, ``kdmos label-bag``, ``kdmos eval`` on
+ONNX files and ``kdmos bench`` all go through :meth:`MotionSegmenter.process`, so what is measured
+and evaluated is what runs on the robot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kdmos_ros.errors import KdmosError
+from kdmos_ros.pipeline.features import compute_features
+from kdmos_ros.pipeline.runner import ModelRunner
+from kdmos_ros.pipeline.window import ScanWindow
+
+# Published labels (the `label` field of the output cloud).
+LABEL_STATIC = 0
+LABEL_MOVING = 1
+LABEL_UNKNOWN = 255  # NaN/infinite points, points outside the grid, scans that could not be used
+
+STAGES = ("window", "features", "inference", "labels")
+
+
+class InvalidScanError(KdmosError):
+    """Points that are not an (N, 3+) array of numbers."""
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """Per input point, in input order: ``labels`` (uint8) and ``moving_prob`` (float32)."""
+
+    labels: np.ndarray
+    moving_prob: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage of STAGES
+    window_fill: tuple[int, int] = (0, 0)  # (past scans available, past scans the model uses)
+    reset_reason: str | None = None  # why the window started over before this scan, if it did
+    num_valid: int = 0  # points given to the network
+
+    @property
+    def window_full(self) -> bool:
+        return self.window_fill[0] == self.window_fill[1]
+
+
+def moving_probability(logits: np.ndarray, moving_class: int, ignore_class: int | None) -> np.ndarray:
+    """P(moving) from per-point logits, renormalised over the classes the model may predict."""
+    usable = [c for c in range(logits.shape[1]) if c != ignore_class]
+    scores = logits[:, usable].astype(np.float32, copy=False)
+    scores = scores - scores.max(axis=1, keepdims=True)  # stable softmax
+    exp = np.exp(scores)
+    return (exp[:, usable.index(moving_class)] / exp.sum(axis=1)).astype(np.float32)
+
+
+def as_scan(points: np.ndarray) -> np.ndarray:
+    """``points`` as (N, 4) float32 x, y, z, intensity; (N, 3) gets intensity 0."""
+    array = np.asarray(points)
+    if array.ndim != 2 or array.shape[1] < 3:
+        raise InvalidScanError(f"points must be an (N, 3) or (N, 4) array, got shape {array.shape}")
+    if array.dtype.kind not in "fiu":
+        raise InvalidScanError(f"points must be numeric, got dtype {array.dtype}")
+    if array.shape[1] == 4 and array.dtype == np.float32:
+        return array
+    scan = np.zeros((len(array), 4), dtype=np.float32)
+    scan[:, : min(4, array.shape[1])] = array[:, :4]
+    return scan
+
+
+class MotionSegmenter:
+    """Keeps the scan window of one sensor and labels each new scan with the model."""
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        moving_threshold: float = 0.5,
+        max_gap: float = 0.5,
+        scan_period: float = 0.1,
+    ) -> None:
+        self.runner = runner
+        self.contract = runner.contract
+        self.moving_threshold = moving_threshold
+        motion = self.contract.motion
+        self.window = ScanWindow(
+            motion.num_past_scans, motion.voxel_size, scan_period=scan_period, max_gap=max_gap
+        )
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | Path,
+        provider: str = "auto",
+        log: Callable[[str], None] | None = None,
+        **options: float,
+    ) -> MotionSegmenter:
+        return cls(ModelRunner(path, provider=provider, log=log), **options)
+
+    def reset(self) -> None:
+        """Forget past scans (e.g. the robot was teleported or the bag restarted)."""
+        self.window.clear()
+
+    def process(self, points: np.ndarray, pose: np.ndarray, stamp: float) -> SegmentationResult:
+        """Label one scan. ``pose`` is odom ← LiDAR at ``stamp`` (seconds); points in the LiDAR frame."""
+        scan = as_scan(points)
+        n = len(scan)
+        labels = np.full(n, LABEL_UNKNOWN, dtype=np.uint8)
+        moving_prob = np.zeros(n, dtype=np.float32)
+        offsets = self.contract.motion.offsets
+        timings: dict[str, float] = {}
+
+        start = time.perf_counter()
+        finite = np.isfinite(scan[:, :3]).all(axis=1)
+        if not finite.any():
+            # Nothing to compare later scans against: leave the window as it was.
+            return SegmentationResult(labels, moving_prob, window_fill=self.window.fill(offsets))
+        reason = self.window.push(scan[finite, :3], pose, stamp)
+        timings["window"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        features = compute_features(self.contract.grid, self.contract.motion, scan, self.window)
+        timings["features"] = time.perf_counter() - start
+
+        num_valid = int(features.valid.sum())
+        start = time.perf_counter()
+        logits = (
+            self.runner.run(features.point_features, features.point_cells, features.motion_bev)
+            if num_valid
+            else np.zeros((0, len(self.contract.classes)), dtype=np.float32)
+        )
+        timings["inference"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        prob = moving_probability(logits, self.contract.moving_class, self.contract.ignore_class)
+        moving_prob[features.valid] = prob
+        labels[features.valid] = np.where(prob >= self.moving_threshold, LABEL_MOVING, LABEL_STATIC)
+        timings["labels"] = time.perf_counter() - start
+
+        return SegmentationResult(
+            labels=labels,
+            moving_prob=moving_prob,
+            timings=timings,
+            window_fill=(sum(features.offsets_available), len(offsets)),
+            reset_reason=reason,
+            num_valid=num_valid,
+        )

@@ -1,0 +1,149 @@
+"""The last scans, anchored in the fixed (odom) frame, that the motion features compare against.
+
+Each scan is stored in its own LiDAR frame together with its pose (odom ← LiDAR): that is the
+same information as storing it in the odom frame, without the float32 rounding that large odom
+coordinates would cause. Scans are voxel-thinned on entry, so memory stays bounded however dense
+the sensor is, and the window holds only as many scans as the oldest motion offset needs.
+
+The window starts over (and says why) when the data stops describing one continuous drive: a stamp
+that does not increase (a bag that loops), a gap longer than ``max_gap`` (a dropped sensor), or a
+pose that jumps faster than a vehicle moves (a localisation reset).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from kdmos_ros.errors import KdmosError
+
+
+class InvalidPoseError(KdmosError):
+    """A pose that is not a finite 4 × 4 rigid transform."""
+
+
+@dataclass(frozen=True)
+class WindowScan:
+    """One scan of the window: thinned points in its own LiDAR frame and where that frame was."""
+
+    stamp: float
+    pose: np.ndarray  # (4, 4) float64, odom ← LiDAR
+    points: np.ndarray  # (M, 3) float32, LiDAR frame, one point per occupied voxel
+
+
+def voxel_thin(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
+    """One point (the first in input order) per occupied cube of edge ``voxel_size``."""
+    if len(xyz) == 0:
+        return np.zeros((0, 3), dtype=np.float32)
+    cells = np.floor(xyz / voxel_size).astype(np.int64)
+    cells -= cells.min(axis=0)
+    span = cells.max(axis=0) + 1
+    keys = (cells[:, 0] * span[1] + cells[:, 1]) * span[2] + cells[:, 2]
+    _, first = np.unique(keys, return_index=True)
+    first.sort()  # keep input order: thinning must not depend on how np.unique sorts
+    return np.ascontiguousarray(xyz[first], dtype=np.float32)
+
+
+def check_pose(pose: np.ndarray) -> np.ndarray:
+    """``pose`` as a (4, 4) float64 rigid transform, or :class:`InvalidPoseError` saying what is wrong."""
+    matrix = np.asarray(pose, dtype=np.float64)
+    if matrix.shape != (4, 4):
+        raise InvalidPoseError(f"pose must be a 4x4 matrix, got shape {matrix.shape}")
+    if not np.all(np.isfinite(matrix)):
+        raise InvalidPoseError("pose contains NaN or infinite values")
+    rotation = matrix[:3, :3]
+    if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-3) or np.linalg.det(rotation) < 0:
+        raise InvalidPoseError("pose rotation is not orthonormal (is the quaternion normalised?)")
+    if not np.allclose(matrix[3], [0.0, 0.0, 0.0, 1.0]):
+        raise InvalidPoseError(f"pose last row must be 0 0 0 1, got {matrix[3].tolist()}")
+    return matrix
+
+
+class ScanWindow:
+    """The current scan and the past ones the motion offsets reach, newest first.
+
+    ``offsets`` are in scans of the nominal ``scan_period``; :meth:`past` picks the stored scan
+    nearest to ``d`` periods back, so a dropped scan or a sensor at another rate still compares
+    scans the intended time apart.
+    """
+
+    def __init__(
+        self,
+        max_offset: int,
+        voxel_size: float,
+        scan_period: float = 0.1,
+        max_gap: float = 0.5,
+        max_speed: float = 60.0,
+        max_angular_speed: float = math.pi,
+    ) -> None:
+        if max_offset < 1:
+            raise ValueError(f"max_offset must be at least 1, got {max_offset}")
+        self.max_offset = max_offset
+        self.voxel_size = voxel_size
+        self.scan_period = scan_period
+        self.max_gap = max_gap
+        self.max_speed = max_speed
+        self.max_angular_speed = max_angular_speed
+        # Twice the needed depth bounds memory while tolerating a faster sensor or jittery stamps.
+        self._scans: deque[WindowScan] = deque(maxlen=2 * max_offset + 1)
+
+    def __len__(self) -> int:
+        return len(self._scans)
+
+    @property
+    def newest(self) -> WindowScan | None:
+        return self._scans[0] if self._scans else None
+
+    def clear(self) -> None:
+        self._scans.clear()
+
+    def push(self, xyz: np.ndarray, pose: np.ndarray, stamp: float) -> str | None:
+        """Add a scan (finite points, LiDAR frame). Returns why the window was reset first, if it was."""
+        pose = check_pose(pose)
+        reason = self._reset_reason(pose, float(stamp))
+        if reason is not None:
+            self._scans.clear()
+        self._scans.appendleft(WindowScan(float(stamp), pose, voxel_thin(xyz[:, :3], self.voxel_size)))
+        horizon = float(stamp) - (self.max_offset + 0.5) * self.scan_period
+        while len(self._scans) > 1 and self._scans[-1].stamp < horizon:
+            self._scans.pop()
+        return reason
+
+    def _reset_reason(self, pose: np.ndarray, stamp: float) -> str | None:
+        last = self.newest
+        if last is None:
+            return None
+        dt = stamp - last.stamp
+        if dt <= 0.0:
+            return f"stamp went back in time by {-dt:.3f} s (bag loop?)"
+        if dt > self.max_gap:
+            return f"gap of {dt:.3f} s since the previous scan (limit {self.max_gap} s)"
+        delta = np.linalg.inv(last.pose) @ pose
+        distance = float(np.linalg.norm(delta[:3, 3]))
+        angle = math.acos(max(-1.0, min(1.0, (float(np.trace(delta[:3, :3])) - 1.0) / 2.0)))
+        budget = max(dt, self.scan_period)
+        if distance > self.max_speed * budget:
+            return f"pose jumped {distance:.2f} m in {dt:.3f} s (limit {self.max_speed} m/s)"
+        if angle > self.max_angular_speed * budget:
+            return f"pose turned {math.degrees(angle):.1f} deg in {dt:.3f} s"
+        return None
+
+    def past(self, offset: int) -> WindowScan | None:
+        """The stored scan nearest to ``offset`` scan periods before the newest, if one is close enough."""
+        newest = self.newest
+        if newest is None:
+            return None
+        if offset == 0:
+            return newest
+        target = newest.stamp - offset * self.scan_period
+        best = min(list(self._scans)[1:], key=lambda scan: abs(scan.stamp - target), default=None)
+        if best is None or abs(best.stamp - target) > 0.5 * self.scan_period:
+            return None
+        return best
+
+    def fill(self, offsets: tuple[int, ...]) -> tuple[int, int]:
+        """(how many of ``offsets`` have a scan, how many there are): the window is full when equal."""
+        return sum(self.past(d) is not None for d in offsets), len(offsets)
