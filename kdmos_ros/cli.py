@@ -158,6 +158,88 @@ def check_data(
     console.print(table)
 
 
+def _open_data(data: Path, sequence: str | None):
+    """A sequence from a sequence folder (…/sequences/NN) or a dataset root (+ ``--sequence``)."""
+    from kdmos_ros.io.semantickitti import SemanticKittiError, SemanticKittiSequence, open_sequence
+
+    if (data / "velodyne").is_dir():
+        return SemanticKittiSequence(data)
+    if not (data / "sequences").is_dir():
+        raise SemanticKittiError(f"{data} is neither a sequence folder (with velodyne/) nor a dataset root")
+    if sequence is None:
+        names = sorted(d.name for d in (data / "sequences").iterdir() if (d / "velodyne").is_dir())
+        if not names:
+            raise SemanticKittiError(f"{data / 'sequences'} holds no sequence")
+        sequence = names[0]
+    return open_sequence(data, sequence)
+
+
+def _default_model() -> Path:
+    from kdmos_ros.paths import share_dir
+
+    share = share_dir()
+    return (share / "models" / "kdmos_lite.onnx") if share else Path("models/kdmos_lite.onnx")
+
+
+@app.command()
+def bench(
+    model: Annotated[
+        Path | None, typer.Option("--model", "-m", help="ONNX model (default: the shipped lite model).")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", "-d", help="Sequence folder or dataset root (default: the real KITTI scans)."),
+    ] = None,
+    sequence: Annotated[
+        str | None, typer.Option("--sequence", "-s", help="Sequence of a dataset root.")
+    ] = None,
+    provider: Annotated[str, typer.Option(help="auto, tensorrt, cuda or cpu.")] = "auto",
+    scans: Annotated[int, typer.Option(min=10, help="Steady-state scans to time.")] = 100,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures to this file.")
+    ] = None,
+) -> None:
+    """Time the online path per stage (decode, window, features, inference, labels, encode).
+
+    Prints the median and p95 of each stage over steady-state scans (window full), with the machine
+    and the ONNX Runtime provider named.
+    """
+    import json
+
+    from rich.progress import Progress
+
+    from kdmos_ros.bench import default_data, run_bench
+    from kdmos_ros.pipeline.segmenter import MotionSegmenter
+
+    if data is None:
+        data = default_data()
+        if data is None:
+            raise KdmosError("no --data given and the real KITTI scans (../shared/data/kitti00) are not here")
+    seq = _open_data(data, sequence)
+    segmenter = MotionSegmenter.from_path(model or _default_model(), provider=provider, log=console.print)
+    segmenter.runner.warmup()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("benchmark", total=scans)
+        result = run_bench(segmenter, seq, scans=scans, progress=lambda n: progress.advance(task, n))
+    result.data = str(seq.directory)
+    summary = result.summary()
+    table = Table(title=f"kdmos bench: {Path(result.model).name} on {summary['provider']}")
+    table.add_column("stage")
+    table.add_column("median ms", justify="right")
+    table.add_column("p95 ms", justify="right")
+    for stage, figures in summary["stages"].items():
+        style = "bold" if stage == "total" else None
+        table.add_row(stage, f"{figures['median_ms']:.1f}", f"{figures['p95_ms']:.1f}", style=style)
+    console.print(table)
+    console.print(
+        f"{summary['scans']} scans of {result.data} (median {summary['points_median']:,} points), "
+        f"machine: {summary['machine']}"
+    )
+    if json_out is not None:
+        json_out.write_text(json.dumps(summary, indent=2) + "\n")
+        console.print(f"figures written to {json_out}")
+
+
 def _fail(message: str, code: int) -> int:
     error_console.print(f"[bold red]kdmos: error:[/bold red] {message}", highlight=False, soft_wrap=True)
     return code
