@@ -38,13 +38,18 @@ def voxel_thin(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
     """One point (the first in input order) per occupied cube of edge ``voxel_size``."""
     if len(xyz) == 0:
         return np.zeros((0, 3), dtype=np.float32)
-    cells = np.floor(xyz / voxel_size).astype(np.int64)
+    cells = np.floor(xyz * np.float32(1.0 / voxel_size)).astype(np.int32)
     cells -= cells.min(axis=0)
-    span = cells.max(axis=0) + 1
+    span = cells.max(axis=0).astype(np.int64) + 1
     keys = (cells[:, 0] * span[1] + cells[:, 1]) * span[2] + cells[:, 2]
-    _, first = np.unique(keys, return_index=True)
-    first.sort()  # keep input order: thinning must not depend on how np.unique sorts
-    return np.ascontiguousarray(xyz[first], dtype=np.float32)
+    # A stable sort puts each voxel's first point first; np.unique would sort twice.
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    first = np.empty(len(keys), dtype=bool)
+    first[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
+    keep = np.sort(order[first])  # back to input order
+    return np.ascontiguousarray(xyz[keep], dtype=np.float32)
 
 
 def check_pose(pose: np.ndarray) -> np.ndarray:
