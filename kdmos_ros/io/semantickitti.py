@@ -144,9 +144,9 @@ MOS_MOVING = 1
 MOS_IGNORE = 255
 MOS_CLASS_NAMES: dict[int, str] = {MOS_STATIC: "static", MOS_MOVING: "moving", MOS_IGNORE: "ignore"}
 
-# KDMOS (Hu et al., 2025) splits "static" further: objects of classes that can move but stand still
-# in this scan are "movable", which the paper finds easier to learn than lumping parked cars with
-# buildings. Class indices are contiguous because they index logits.
+# KDMOS (Cao et al., arXiv:2506.14130, 2025) splits "static" further: objects of classes that can
+# move but stand still in this scan are "movable", which is easier to learn than lumping parked cars
+# with buildings. Class indices are contiguous because they index logits.
 KDMOS_IGNORE = 0
 KDMOS_STATIC = 1
 KDMOS_MOVABLE = 2

@@ -32,7 +32,7 @@ OUTPUT_LOGITS = "logits"  # float32 [N, n_classes]
 #: Per-point appearance features, in column order (MotionBEV's PointNet input).
 POINT_FEATURE_NAMES = ("d_rho", "d_phi", "d_z", "rho", "phi", "z", "x", "y", "intensity")
 
-#: KDMOS classes (Hu et al. 2025): logits index these; class 0 is never predicted.
+#: KDMOS classes (Cao et al., arXiv:2506.14130, 2025): logits index these; class 0 is never predicted.
 KDMOS_CLASSES = ("ignore", "static", "movable", "moving")
 
 
