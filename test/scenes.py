@@ -7,8 +7,11 @@ structure lands in exactly the same cells once poses are applied, and only the b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from kdmos_ros.io.semantickitti import create_sequence
 
 SENSOR_HEIGHT = 1.73  # KITTI's HDL-64 mounting height (Geiger et al., IJRR 2013)
 EGO_SPEED = 5.0  # m/s along +x
@@ -69,3 +72,19 @@ def street(n_scans: int, box_start: float = -10.0) -> list[Scan]:
         on_box[-len(box) :] = True
         scans.append(Scan(points, pose, t, on_box))
     return scans
+
+
+def write_street_sequence(root: Path, sequence: str, n_scans: int) -> Path:
+    """The street as a labelled SemanticKITTI sequence: ground 40, wall 50, the box moving-car 252."""
+    scans = street(n_scans)
+    writer = create_sequence(root, sequence)
+    origin = np.linalg.inv(scans[0].pose)
+    for frame, scan in enumerate(scans):
+        writer.write_scan(frame, scan.points)
+        semantic = np.where(scan.points[:, 2] > -SENSOR_HEIGHT + 0.05, 50, 40).astype(np.uint16)
+        semantic[scan.on_box] = 252
+        writer.write_labels(frame, semantic, np.where(scan.on_box, 1, 0))
+    writer.write_poses(np.stack([origin @ s.pose for s in scans]))
+    writer.write_calib()
+    writer.write_times([s.stamp for s in scans])
+    return root

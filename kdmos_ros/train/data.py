@@ -1,0 +1,225 @@
+"""Training samples from SemanticKITTI-layout sequences, built with the runtime's own feature code.
+
+Each sample is one scan t with the scans before it: :func:`~kdmos_ros.pipeline.features.features_at`
+replays them into the same ``ScanWindow`` the node streams into, so the student trains on exactly
+the inputs it will get on the robot. Labels use the KDMOS classes (ignore, static, movable, moving).
+
+Augmentation is one rigid motion A (rotation about z, mirror, small shift) applied to the whole
+window: every scan's points become A·p and every pose A·P·A⁻¹. Relative poses between scans change
+by the same conjugation, so the scans stay aligned with each other and the motion cues stay true.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch.utils.data import Dataset
+
+from kdmos_ros.io.semantickitti import (
+    KDMOS_IGNORE,
+    KDMOS_MOVING,
+    SemanticKittiError,
+    SemanticKittiSequence,
+    kdmos_labels,
+    open_sequence,
+)
+from kdmos_ros.pipeline.contract import ModelContract
+from kdmos_ros.pipeline.features import features_at
+
+
+class AugmentConfig(BaseModel):
+    """Random rigid motion of a whole window (MotionBEV trains with rotation and flips)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rotate: bool = Field(True, description="Uniform rotation about z.")
+    flip: bool = Field(True, description="Mirror x and/or y with probability 0.5 each.")
+    translate_std: float = Field(0.2, ge=0.0, description="Std of a horizontal shift (m).")
+
+
+def augmentation(rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
+    """A 4 × 4 matrix drawn from ``config``: rotation about z, optional mirrors, shift."""
+    matrix = np.eye(4)
+    if config.rotate:
+        angle = rng.uniform(-math.pi, math.pi)
+        c, s = math.cos(angle), math.sin(angle)
+        matrix[:2, :2] = [[c, -s], [s, c]]
+    if config.flip:
+        mirror = np.diag([-1.0 if rng.random() < 0.5 else 1.0, -1.0 if rng.random() < 0.5 else 1.0, 1.0])
+        matrix[:3, :3] = matrix[:3, :3] @ mirror
+    if config.translate_std > 0:
+        matrix[:2, 3] = rng.normal(0.0, config.translate_std, size=2)
+    return matrix
+
+
+class _AugmentedScans:
+    """``sequence.read_scan`` by position, with A applied to every point; loads on access."""
+
+    def __init__(self, sequence: SemanticKittiSequence, matrix: np.ndarray) -> None:
+        self.sequence = sequence
+        self.rotation = matrix[:3, :3].astype(np.float32)
+        self.translation = matrix[:3, 3].astype(np.float32)
+
+    def __getitem__(self, position: int) -> np.ndarray:
+        points = self.sequence.read_scan(self.sequence.frames[position])
+        points[:, :3] = points[:, :3] @ self.rotation.T + self.translation
+        return points
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One scan's network inputs and targets (numpy, valid points only, in input order)."""
+
+    sequence: str
+    frame: int
+    point_features: np.ndarray  # (M, 9) float32
+    point_cells: np.ndarray  # (M, 3) int64
+    motion_bev: np.ndarray  # (C_m, n_rho, n_phi) float32
+    labels: np.ndarray  # (M,) int64, KDMOS classes
+
+
+class MosDataset(Dataset):
+    """Every labelled scan of ``sequences`` under ``root``, as :class:`Sample` objects.
+
+    Samples are keyed by (sequence, frame id), never by list position, so teacher logits and
+    evaluation results can be matched to them. ``min_moving_points`` drops scans with fewer moving
+    points (MotionBEV drops such frames to fight the class imbalance).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        sequences: Sequence[str],
+        contract: ModelContract,
+        augment: AugmentConfig | None = None,
+        min_moving_points: int = 0,
+        seed: int = 0,
+    ) -> None:
+        self.contract = contract
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.sequences = {name: open_sequence(root, name) for name in sequences}
+        self.index: list[tuple[str, int]] = []
+        for name, sequence in self.sequences.items():
+            if not sequence.has_labels:
+                raise SemanticKittiError(
+                    f"{sequence.directory} lacks labels/ for some scans: cannot train on it"
+                )
+            for position, frame in enumerate(sequence.frames):
+                if min_moving_points > 0:
+                    raw = sequence.read_raw_labels(frame)
+                    if int(np.count_nonzero(kdmos_labels(raw) == KDMOS_MOVING)) < min_moving_points:
+                        continue
+                self.index.append((name, position))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def set_epoch(self, epoch: int) -> None:
+        """New augmentations every epoch, reproducible from (seed, epoch, sample)."""
+        self.epoch = epoch
+
+    def __getitem__(self, item: int) -> Sample:
+        name, position = self.index[item]
+        sequence = self.sequences[name]
+        frame = sequence.frames[position]
+        matrix = np.eye(4)
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, item])
+            matrix = augmentation(rng, self.augment)
+        poses = matrix @ sequence.poses @ np.linalg.inv(matrix)
+        features = features_at(
+            self.contract.grid,
+            self.contract.motion,
+            _AugmentedScans(sequence, matrix),
+            poses,
+            sequence.times,
+            position,
+        )
+        semantic, _ = sequence.read_labels(frame)
+        labels = kdmos_labels(semantic)[features.valid].astype(np.int64)
+        return Sample(
+            sequence=name,
+            frame=frame,
+            point_features=features.point_features,
+            point_cells=features.point_cells,
+            motion_bev=features.motion_bev[0],
+            labels=labels,
+        )
+
+
+def voxel_labels(
+    cells: np.ndarray, labels: np.ndarray, shape: tuple[int, int, int], n_classes: int
+) -> np.ndarray:
+    """(n_z, n_rho, n_phi) int64 voxel targets: the most frequent non-ignored label of each voxel.
+
+    MotionBEV trains on voxels: every voxel takes the majority label of its points (ignore where
+    it has none), and the loss runs on the voxel logits.
+    """
+    n_rho, n_phi, n_z = shape
+    out = np.full(n_z * n_rho * n_phi, KDMOS_IGNORE, dtype=np.int64)
+    keep = labels != KDMOS_IGNORE
+    if not keep.any():
+        return out.reshape(n_z, n_rho, n_phi)
+    flat = (cells[keep, 2] * n_rho + cells[keep, 0]) * n_phi + cells[keep, 1]
+    pairs, counts = np.unique(flat * n_classes + labels[keep], return_counts=True)
+    voxel, label = pairs // n_classes, pairs % n_classes
+    # Sort by (voxel, count): the last row of each voxel holds its most frequent label.
+    order = np.lexsort((counts, voxel))
+    voxel, label = voxel[order], label[order]
+    last = np.ones(len(voxel), dtype=bool)
+    last[:-1] = voxel[1:] != voxel[:-1]
+    out[voxel[last]] = label[last]
+    return out.reshape(n_z, n_rho, n_phi)
+
+
+@dataclass
+class Batch:
+    """A mini-batch as the student takes it (torch tensors)."""
+
+    keys: list[tuple[str, int]]
+    point_features: torch.Tensor  # (N, 9) float32
+    point_cells: torch.Tensor  # (N, 4) int64: (sample, ρ, φ, z)
+    motion_bev: torch.Tensor  # (B, C_m, n_rho, n_phi)
+    labels: torch.Tensor  # (N,) int64
+    voxel_labels: torch.Tensor  # (B, n_z, n_rho, n_phi) int64
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            keys=self.keys,
+            point_features=self.point_features.to(device, non_blocking=True),
+            point_cells=self.point_cells.to(device, non_blocking=True),
+            motion_bev=self.motion_bev.to(device, non_blocking=True),
+            labels=self.labels.to(device, non_blocking=True),
+            voxel_labels=self.voxel_labels.to(device, non_blocking=True),
+        )
+
+
+class Collate:
+    """Stacks samples into a :class:`Batch` (a class, not a closure, so DataLoader workers can pickle it)."""
+
+    def __init__(self, contract: ModelContract) -> None:
+        self.shape = contract.grid.shape
+        self.n_classes = len(contract.classes)
+
+    def __call__(self, samples: Sequence[Sample]) -> Batch:
+        cells = [
+            np.concatenate([np.full((len(s.point_cells), 1), i, dtype=np.int64), s.point_cells], axis=1)
+            for i, s in enumerate(samples)
+        ]
+        voxels = [voxel_labels(s.point_cells, s.labels, self.shape, self.n_classes) for s in samples]
+        return Batch(
+            keys=[(s.sequence, s.frame) for s in samples],
+            point_features=torch.from_numpy(np.concatenate([s.point_features for s in samples])),
+            point_cells=torch.from_numpy(np.concatenate(cells)),
+            motion_bev=torch.from_numpy(np.stack([s.motion_bev for s in samples])),
+            labels=torch.from_numpy(np.concatenate([s.labels for s in samples])),
+            voxel_labels=torch.from_numpy(np.stack(voxels)),
+        )
