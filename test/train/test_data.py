@@ -89,6 +89,7 @@ def test_collate_adds_the_sample_index(root: Path) -> None:
     sizes = [len(dataset[5].labels), len(dataset[9].labels)]
     assert batch.point_cells.shape == (sum(sizes), 4)
     assert batch.point_cells[: sizes[0], 0].eq(0).all() and batch.point_cells[sizes[0] :, 0].eq(1).all()
-    assert batch.motion_bev.shape == (2, 8, 240, 180)
-    assert batch.voxel_labels.shape == (2, 16, 240, 180)
+    n_rho, n_phi, n_z = CONTRACT.grid.shape
+    assert batch.motion_bev.shape == (2, CONTRACT.motion.channels, n_rho, n_phi)
+    assert batch.voxel_labels.shape == (2, n_z, n_rho, n_phi)
     assert batch.keys == [("00", 5), ("00", 9)]
