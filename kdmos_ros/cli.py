@@ -240,6 +240,100 @@ def bench(
         console.print(f"figures written to {json_out}")
 
 
+def _sequence_names(root: Path, sequences: str) -> list[str]:
+    names = [s.strip() for s in sequences.split(",") if s.strip()]
+    if not names:
+        raise KdmosError("--sequences is empty; give e.g. 08 or 00,01")
+    return names
+
+
+@app.command("eval")
+def evaluate_command(
+    data_root: Annotated[Path, typer.Argument(help="Dataset root holding sequences/NN/ with labels.")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="Exported ONNX model to evaluate.")],
+    sequences: Annotated[
+        str, typer.Option("--sequences", "-s", help="Comma-separated sequences (SemanticKITTI val: 08).")
+    ] = "08",
+    provider: Annotated[str, typer.Option(help="auto, tensorrt, cuda or cpu.")] = "auto",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for report.json and the PNG figures.")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON only.")] = False,
+) -> None:
+    """Moving-object IoU with the SemanticKITTI-MOS protocol, scan by scan through the node's pipeline.
+
+    Labels 0/1 are ignored, 251-259 are moving, the rest static; moving IoU = TP / (TP + FP + FN)
+    from one confusion matrix over all scans of the split.
+    """
+    import json
+
+    from rich.progress import Progress
+
+    from kdmos_ros.evaluate import evaluate
+    from kdmos_ros.io.semantickitti import open_sequence
+    from kdmos_ros.pipeline.segmenter import MotionSegmenter
+
+    names = _sequence_names(data_root, sequences)
+    total = sum(len(open_sequence(data_root, name)) for name in names)
+    quiet = (lambda _: None) if json_output else console.print
+    segmenter = MotionSegmenter.from_path(model, provider=provider, log=quiet)
+    with Progress(console=error_console, transient=True, disable=json_output) as progress:
+        task = progress.add_task("evaluating", total=total)
+        report = evaluate(segmenter, data_root, names, progress=lambda n: progress.advance(task, n))
+    summary = report.to_dict()
+    if json_output:
+        print(json.dumps(summary, indent=2))
+    else:
+        table = Table(title=f"SemanticKITTI-MOS scores of {model.name}")
+        for column in ("sequence", "moving IoU", "static IoU", "precision", "recall", "points"):
+            table.add_column(column, justify="right")
+        rows = [(r.name, r.scores) for r in report.sequences] + [("all", report.scores)]
+        for name, s in rows:
+            table.add_row(
+                name,
+                f"{100 * s.moving_iou:.2f}",
+                f"{100 * s.static_iou:.2f}",
+                f"{100 * s.precision:.2f}",
+                f"{100 * s.recall:.2f}",
+                f"{s.points:,}",
+                style="bold" if name == "all" else None,
+            )
+        console.print(table)
+    if out is not None:
+        from kdmos_ros.plots import confusion_png, scan_iou_png
+
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
+        confusion_png(report.matrix.matrix, ("static", "moving"), out / "confusion.png", f"{model.name}")
+        curves = {r.name: (r.frames, r.scan_iou) for r in report.sequences}
+        scan_iou_png(curves, out / "scan_iou.png", f"{model.name}: moving IoU per scan")
+        quiet(f"report.json, confusion.png and scan_iou.png written to {out}")
+
+
+@app.command()
+def predict(
+    sequence_dir: Annotated[Path, typer.Argument(help="Sequence folder ROOT/sequences/NN.")],
+    out_dir: Annotated[Path, typer.Argument(help="Where OUT_DIR/sequences/NN/predictions/*.label go.")],
+    model: Annotated[
+        Path | None, typer.Option("--model", "-m", help="ONNX model (default: shipped lite).")
+    ] = None,
+    provider: Annotated[str, typer.Option(help="auto, tensorrt, cuda or cpu.")] = "auto",
+) -> None:
+    """Write .label predictions (9 static, 251 moving) in the layout semantic-kitti-api evaluates."""
+    from rich.progress import Progress
+
+    from kdmos_ros.evaluate import predict as predict_sequence
+    from kdmos_ros.io.semantickitti import SemanticKittiSequence
+    from kdmos_ros.pipeline.segmenter import MotionSegmenter
+
+    sequence = SemanticKittiSequence(sequence_dir)
+    segmenter = MotionSegmenter.from_path(model or _default_model(), provider=provider, log=console.print)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("predicting", total=len(sequence))
+        target = predict_sequence(segmenter, sequence, out_dir, progress=lambda n: progress.advance(task, n))
+    console.print(f"{len(sequence)} prediction files written to {target}")
+
+
 def _fail(message: str, code: int) -> int:
     error_console.print(f"[bold red]kdmos: error:[/bold red] {message}", highlight=False, soft_wrap=True)
     return code

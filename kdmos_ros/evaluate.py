@@ -1,0 +1,146 @@
+"""Evaluation and prediction on SemanticKITTI-layout sequences through :class:`MotionSegmenter`.
+
+An ONNX model is evaluated by streaming each sequence through the same segmenter the node runs
+(window, features, onnxruntime), so the number reported is the number the robot gets. Scoring
+follows the SemanticKITTI-MOS protocol (see :mod:`kdmos_ros.metrics`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kdmos_ros.io.semantickitti import SemanticKittiError, SemanticKittiSequence, mos_labels, open_sequence
+from kdmos_ros.metrics import ConfusionMatrix, MosScores, mos_matrix, update_mos
+from kdmos_ros.pipeline.segmenter import LABEL_MOVING, MotionSegmenter
+
+# SemanticKITTI ids `kdmos predict` writes: the MOS benchmark reads 9 as static, 251 as moving.
+PREDICTED_STATIC_ID = 9
+PREDICTED_MOVING_ID = 251
+
+
+@dataclass
+class SequenceReport:
+    """Scores of one sequence and the moving IoU of each of its scans (NaN when undefined)."""
+
+    name: str
+    matrix: ConfusionMatrix = field(default_factory=mos_matrix)
+    frames: list[int] = field(default_factory=list)
+    scan_iou: list[float] = field(default_factory=list)
+
+    @property
+    def scores(self) -> MosScores:
+        return MosScores.from_matrix(self.matrix)
+
+
+@dataclass
+class EvalReport:
+    """Per-sequence reports and the scores of the whole split (one matrix over every scan)."""
+
+    model: str
+    sequences: list[SequenceReport]
+
+    @property
+    def matrix(self) -> ConfusionMatrix:
+        total = mos_matrix()
+        for report in self.sequences:
+            total += report.matrix
+        return total
+
+    @property
+    def scores(self) -> MosScores:
+        return MosScores.from_matrix(self.matrix)
+
+    def to_dict(self) -> dict[str, object]:
+        def row(scores: MosScores) -> dict[str, float | int]:
+            return {
+                "moving_iou": scores.moving_iou,
+                "static_iou": scores.static_iou,
+                "precision": scores.precision,
+                "recall": scores.recall,
+                "points": scores.points,
+            }
+
+        return {
+            "model": self.model,
+            "total": row(self.scores),
+            "confusion_matrix": self.matrix.matrix.tolist(),
+            "sequences": {r.name: row(r.scores) for r in self.sequences},
+        }
+
+
+def _scan_iou(predicted: np.ndarray, truth: np.ndarray) -> float:
+    matrix = mos_matrix()
+    update_mos(matrix, predicted, truth)
+    m = matrix.matrix
+    union = m[1, 1] + m[0, 1] + m[1, 0]
+    return float(m[1, 1] / union) if union else float("nan")
+
+
+def label_sequence(
+    segmenter: MotionSegmenter,
+    sequence: SemanticKittiSequence,
+    on_scan: Callable[[int, np.ndarray], None],
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Stream a sequence through the segmenter in frame order; ``on_scan(frame, labels)`` per scan."""
+    segmenter.reset()
+    for frame, pose, stamp in zip(sequence.frames, sequence.poses, sequence.times, strict=True):
+        result = segmenter.process(sequence.read_scan(frame), pose, float(stamp))
+        on_scan(frame, result.labels)
+        if progress is not None:
+            progress(1)
+
+
+def evaluate_sequence(
+    segmenter: MotionSegmenter,
+    sequence: SemanticKittiSequence,
+    progress: Callable[[int], None] | None = None,
+) -> SequenceReport:
+    """Score ``segmenter`` on one labelled sequence."""
+    if not sequence.has_labels:
+        raise SemanticKittiError(f"{sequence.directory} has no labels/ for every scan: cannot evaluate")
+    report = SequenceReport(sequence.directory.name)
+
+    def score(frame: int, labels: np.ndarray) -> None:
+        semantic, _ = sequence.read_labels(frame)
+        truth = mos_labels(semantic)
+        update_mos(report.matrix, labels, truth)
+        report.frames.append(frame)
+        report.scan_iou.append(_scan_iou(labels, truth))
+
+    label_sequence(segmenter, sequence, score, progress)
+    return report
+
+
+def evaluate(
+    segmenter: MotionSegmenter,
+    root: str | Path,
+    sequences: Sequence[str],
+    progress: Callable[[int], None] | None = None,
+) -> EvalReport:
+    """Score ``segmenter`` on labelled sequences of ``root`` (one matrix over all of them)."""
+    reports = [evaluate_sequence(segmenter, open_sequence(root, name), progress) for name in sequences]
+    return EvalReport(model=str(segmenter.runner.path), sequences=reports)
+
+
+def predict(
+    segmenter: MotionSegmenter,
+    sequence: SemanticKittiSequence,
+    out_dir: Path,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Write ``OUT_DIR/sequences/NN/predictions/XXXXXX.label`` (9 static, 251 moving), the
+    semantic-kitti-api layout; points the model could not label are written static."""
+    target = out_dir / "sequences" / sequence.directory.name / "predictions"
+    target.mkdir(parents=True, exist_ok=True)
+
+    def write(frame: int, labels: np.ndarray) -> None:
+        ids = np.where(labels == LABEL_MOVING, PREDICTED_MOVING_ID, PREDICTED_STATIC_ID).astype("<u4")
+        (target / f"{frame:06d}.label").write_bytes(ids.tobytes())
+
+    label_sequence(segmenter, sequence, write, progress)
+    return target
