@@ -36,8 +36,9 @@ def test_loads_reads_contract_and_logs_the_provider(model: Path) -> None:
     runner = ModelRunner(model, provider="auto", log=messages.append)
     assert runner.contract == CONTRACT
     assert runner.provider == "CPUExecutionProvider"
-    assert "CPUExecutionProvider" in messages[0] and "240x180x16" in messages[0]
-    bev = np.zeros((1, 8, 240, 180), dtype=np.float32)
+    grid = CONTRACT.grid
+    assert "CPUExecutionProvider" in messages[0] and f"{grid.n_rho}x{grid.n_phi}x{grid.n_z}" in messages[0]
+    bev = np.zeros((1, 8, grid.n_rho, grid.n_phi), dtype=np.float32)
     bev[0, 3, 100, 50] = 0.5
     cells = np.array([[100, 50, 0], [100, 51, 0]], dtype=np.int64)
     logits = runner.run(np.zeros((2, 9), np.float32), cells, bev)
@@ -80,7 +81,9 @@ def test_unknown_feature_version(model: Path) -> None:
 def test_contract_with_a_grid_that_is_not_the_graphs(model: Path) -> None:
     # The weights were exported for the lite grid; metadata claiming the full grid is wrong.
     _rewrite_metadata(model, ModelContract(grid=GRIDS["full"]).model_dump_json())
-    with pytest.raises(ModelContractError, match=r"motion_bev input has shape \[1, 8, 240, 180\].*480"):
+    lite = CONTRACT.grid
+    shape = rf"\[1, 8, {lite.n_rho}, {lite.n_phi}\]"
+    with pytest.raises(ModelContractError, match=rf"motion_bev input has shape {shape}.*480"):
         ModelRunner(model)
 
 

@@ -1,0 +1,1 @@
+"""Networks: the bird's-eye-view student (``student.py``) and, later, the point-based teacher."""
