@@ -334,6 +334,78 @@ def predict(
     console.print(f"{len(sequence)} prediction files written to {target}")
 
 
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset", "-p", help="Student size, lite or full (default: lite, or the checkpoint's)."
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint", "-c", help="Trained student checkpoint (default: random initial weights)."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite OUT if it exists.")] = False,
+) -> None:
+    """Export the student network to the ONNX file the node loads, its contract embedded.
+
+    Without --checkpoint the weights are random (seed 0) and the contract says "trained": false: the
+    node can start before a model is trained, its labels just mean nothing yet.
+    """
+    if util.find_spec("torch") is None or util.find_spec("onnx") is None:
+        raise KdmosError("kdmos export needs torch and onnx: pip install torch==2.13.0 -e '.[train]'")
+    if out.is_dir():
+        raise KdmosError(f"{out} is a directory; --out takes the ONNX file to write")
+    if out.exists() and not force:
+        raise KdmosError(f"{out} exists; pass --force to overwrite it")
+
+    import torch
+
+    from kdmos_ros.train.export import export_onnx
+    from kdmos_ros.train.models.student import (
+        build_student,
+        count_parameters,
+        format_parameter_counts,
+        load_student,
+        preset_config,
+    )
+
+    if checkpoint is None:
+        config = preset_config(preset or "lite")
+        torch.manual_seed(0)
+        model = build_student(config)
+        training: dict = {"trained": False, "seed": 0}
+    else:
+        model, config, extra = load_student(checkpoint)
+        if preset is not None and preset != config.preset:
+            raise KdmosError(f"{checkpoint} holds a {config.preset!r} student, not {preset!r}; drop --preset")
+        recorded = extra.get("training", {})
+        if not isinstance(recorded, dict):
+            raise KdmosError(f"{checkpoint}: its 'training' entry is not a dictionary")
+        training = {"trained": True, "checkpoint": checkpoint.name, **recorded}
+    counts = format_parameter_counts(count_parameters(model))
+    console.print(f"student {config.preset}: {counts}", soft_wrap=True, highlight=False)
+    path = export_onnx(model, config, out, training)
+    contract = config.to_contract()
+    grid = contract.grid
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", soft_wrap=True, highlight=False)
+    table = Table(title="model contract", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("preset", config.preset)
+    table.add_row("grid", f"{grid.n_rho} × {grid.n_phi} × {grid.n_z} (ρ × φ × z)")
+    table.add_row("motion offsets", ", ".join(map(str, contract.motion.offsets)))
+    table.add_row("classes", ", ".join(contract.classes))
+    table.add_row("feature version", str(contract.feature_version))
+    table.add_row("inputs → outputs", f"{', '.join(contract.inputs)} → {', '.join(contract.outputs)}")
+    table.add_row("training", ", ".join(f"{k}={v}" for k, v in training.items()))
+    console.print(table)
+
+
 def _fail(message: str, code: int) -> int:
     error_console.print(f"[bold red]kdmos: error:[/bold red] {message}", highlight=False, soft_wrap=True)
     return code
