@@ -14,6 +14,7 @@ from typing import Annotated
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kdmos_ros import __version__
@@ -407,7 +408,10 @@ def export(
 
 
 def _fail(message: str, code: int) -> int:
-    error_console.print(f"[bold red]kdmos: error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    # escape: a message's own brackets (".[train]", paths) are text, not rich markup.
+    error_console.print(
+        f"[bold red]kdmos: error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True
+    )
     return code
 
 

@@ -34,7 +34,7 @@ def calibrated(config: StudentConfig, seed: int = 0) -> StudentNet:
     model.train()
     with torch.no_grad():
         for s in range(2):
-            features, cells, motion = example_inputs(config, 4000, seed=100 + s)
+            features, cells, motion = example_inputs(config, 30000, seed=100 + s)
             model(features, torch.cat([torch.zeros_like(cells[:, :1]), cells], dim=1), motion)
     return model.eval()
 
@@ -200,3 +200,15 @@ def test_cli_export_mistakes_are_one_line_errors(
     assert len(lines) == 1 and message in lines[0]
     assert "Traceback" not in captured.err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_export_without_torch_names_the_install_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kdmos_ros.cli
+
+    real = kdmos_ros.cli.util.find_spec
+    monkeypatch.setattr(kdmos_ros.cli.util, "find_spec", lambda name: None if name == "torch" else real(name))
+    assert main(["export", "--out", str(tmp_path / "x.onnx")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "pip install torch==2.13.0 -e '.[train]'" in lines[0]
