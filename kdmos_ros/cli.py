@@ -241,6 +241,97 @@ def bench(
         console.print(f"figures written to {json_out}")
 
 
+@app.command()
+def simulate(
+    out_dir: Annotated[Path, typer.Argument(help="Dataset root: the scans go to OUT_DIR/sequences/NN/.")],
+    sensor: Annotated[
+        str,
+        typer.Option("--sensor", help="Sensor preset (hdl64, vlp32, vlp16, os1-128) or a preset YAML file."),
+    ] = "hdl64",
+    scans: Annotated[
+        int, typer.Option("--scans", "-n", min=1, help="Number of scans (at the sensor's rate).")
+    ] = 100,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, help="Random seed; a seed always gives the same files.")
+    ] = 0,
+    sequence: Annotated[str, typer.Option("--sequence", "-s", help="Sequence number NN.")] = "00",
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing sequence.")] = False,
+) -> None:
+    """Simulate a labelled LiDAR drive through a procedural town, in the SemanticKITTI layout.
+
+    Ray-casts the sensor preset into streets with buildings, trees, parked cars and traffic (cars,
+    cyclists, pedestrians); writes scans, per-point labels (moving-* ids for objects faster than
+    0.3 m/s), poses, calib.txt and times.txt.
+    """
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from kdmos_ros.io.semantickitti import MOS_MOVING, mos_labels, sequence_path
+    from kdmos_ros.sim.sensors import load_sensor
+    from kdmos_ros.sim.simulate import ScanData, Simulation, write_sequence
+
+    if not sequence.isdigit():
+        raise KdmosError(f"--sequence must be a number like 00 or 8, got {sequence!r}")
+    preset = load_sensor(sensor)
+    target = sequence_path(out_dir, sequence)
+    written = ("velodyne", "labels", "poses.txt", "calib.txt", "times.txt")
+    if any((target / name).exists() for name in written):
+        if not force:
+            raise KdmosError(f"{target} already holds a sequence; pass --force to overwrite it")
+        # Only what the simulator writes: a longer earlier run must not leave stale scans behind.
+        for pattern in ("velodyne/*.bin", "labels/*.label", "poses.txt", "calib.txt", "times.txt"):
+            for path in sorted(target.glob(pattern)):
+                path.unlink()
+
+    started = time.perf_counter()
+    simulation = Simulation(preset, seed, scans)
+    points, moving = 0, 0
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(f"simulating {preset.name}", total=scans)
+
+        def advance(_: int, data: ScanData) -> None:
+            nonlocal points, moving
+            points += len(data.points)
+            moving += int(np.count_nonzero(mos_labels(data.semantic) == MOS_MOVING))
+            progress.advance(task)
+
+        write_sequence(simulation, out_dir, sequence, advance)
+    elapsed = time.perf_counter() - started
+    path_length = float(np.linalg.norm(np.diff(simulation.lidar_poses()[:, :3, 3], axis=0), axis=1).sum())
+    console.print(
+        f"{scans} {preset.name} scans (seed {seed}) in {target}: {points / scans:,.0f} points/scan, "
+        f"{100.0 * moving / max(points, 1):.2f} % moving, ego drove {path_length:.0f} m; "
+        f"{elapsed:.1f} s, {scans / elapsed:.1f} scans/s"
+    )
+
+
+@app.command()
+def viz(
+    sequence_dir: Annotated[Path, typer.Argument(help="Sequence folder ROOT/sequences/NN.")],
+    scan: Annotated[int, typer.Option("--scan", "-k", min=0, help="Frame to draw.")] = 0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("scan.png"),
+    extent: Annotated[
+        float, typer.Option("--extent", min=5.0, help="Metres from the sensor to the edge.")
+    ] = 50.0,
+    resolution: Annotated[float, typer.Option("--resolution", min=0.02, help="Metres per pixel.")] = 0.1,
+) -> None:
+    """Draw a scan from above, coloured by its labels (moving points red; unlabelled scans grey)."""
+    from kdmos_ros.io.semantickitti import SemanticKittiSequence
+    from kdmos_ros.viz import scan_bev, write_png
+
+    seq = SemanticKittiSequence(sequence_dir)
+    if scan not in seq:
+        raise KdmosError(f"{sequence_dir} has no frame {scan} (frames {seq.frames[0]}..{seq.frames[-1]})")
+    points = seq.read_scan(scan)
+    raw = seq.read_raw_labels(scan)
+    semantic = np.zeros(len(points), dtype=np.uint32) if raw is None else raw
+    write_png(out, scan_bev(points, semantic, extent=extent, resolution=resolution))
+    moving = int(np.count_nonzero((semantic & 0xFFFF) >= 251))
+    console.print(f"{out}: frame {scan} of {sequence_dir}, {len(points):,} points ({moving:,} moving)")
+
+
 def _sequence_names(root: Path, sequences: str) -> list[str]:
     names = [s.strip() for s in sequences.split(",") if s.strip()]
     if not names:

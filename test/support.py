@@ -140,3 +140,28 @@ def write_oracle_model(path: Path, contract: ModelContract, gain: float = 10.0, 
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def read_png(path) -> np.ndarray:
+    """Decode an 8-bit RGB, non-interlaced PNG (filter type 0 rows, as kdmos_ros.viz writes) to (H, W, 3)."""
+    import struct
+    import zlib
+    from pathlib import Path
+
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG signature"
+    offset, chunks = 8, {}
+    while offset < len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        kind = data[offset + 4 : offset + 8]
+        body = data[offset + 8 : offset + 8 + length]
+        (crc,) = struct.unpack(">I", data[offset + 8 + length : offset + 12 + length])
+        assert zlib.crc32(kind + body) & 0xFFFFFFFF == crc, f"bad CRC in {kind!r}"
+        chunks[kind] = chunks.get(kind, b"") + body
+        offset += 12 + length
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[b"IHDR"])
+    assert (depth, colour, interlace) == (8, 2, 0)
+    assert b"IEND" in chunks
+    raw = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), dtype=np.uint8).reshape(height, 1 + 3 * width)
+    assert np.all(raw[:, 0] == 0), "only filter type 0 is expected"
+    return raw[:, 1:].reshape(height, width, 3)
