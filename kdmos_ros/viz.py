@@ -71,18 +71,25 @@ def bev_image(
     extent: tuple[float, float, float, float] = (-50.0, 50.0, -50.0, 50.0),
     resolution: float = 0.1,
     dot: int = 1,
+    image: np.ndarray | None = None,
 ) -> np.ndarray:
     """Rasterise points seen from above into an (H, W, 3) uint8 picture.
 
     ``extent`` is (x_min, x_max, y_min, y_max) in metres; x points up the picture and y to the left
     (a LiDAR frame seen from above). Points are drawn in the given order, later ones on top, each as
-    a ``dot`` x ``dot`` pixel square.
+    a ``dot`` x ``dot`` pixel square, onto ``image`` if given (a picture of the same extent and
+    resolution, e.g. to draw predictions over ground truth) or onto a black one.
     """
     x_min, x_max, y_min, y_max = extent
     height = round((x_max - x_min) / resolution)
     width = round((y_max - y_min) / resolution)
-    image = np.empty((height, width, 3), dtype=np.uint8)
-    image[:] = BACKGROUND
+    if image is None:
+        image = np.empty((height, width, 3), dtype=np.uint8)
+        image[:] = BACKGROUND
+    elif image.shape != (height, width, 3):
+        raise ValueError(
+            f"image has shape {image.shape}, the extent and resolution need {(height, width, 3)}"
+        )
     xy = np.asarray(points_xy, dtype=np.float64)
     rows = np.floor((x_max - xy[:, 0]) / resolution).astype(np.int64)
     cols = np.floor((y_max - xy[:, 1]) / resolution).astype(np.int64)
@@ -91,26 +98,33 @@ def bev_image(
         for dc in range(dot):
             r, c = rows + dr - dot // 2, cols + dc - dot // 2
             inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
-            # Fancy assignment writes in order, so the last point on a pixel wins.
+            # With repeated indices numpy keeps the last value assigned: later points win.
             image[r[inside], c[inside]] = colours[inside]
     return image
+
+
+# Ground classes (road, parking, sidewalk, other-ground, lane-marking, terrain) are drawn as fine
+# dots under everything else, so objects stand out.
+_GROUND_IDS = (40, 44, 48, 49, 60, 72)
 
 
 def scan_bev(
     points: np.ndarray, semantic: np.ndarray, extent: float = 50.0, resolution: float = 0.1
 ) -> np.ndarray:
-    """Picture of a labelled scan: points coloured by class, higher points over lower, moving on top."""
-    moving = (np.asarray(semantic).astype(np.int64) & 0xFFFF) >= 251
-    # Sort by (moving, height) so roofs hide the ground and moving points are never hidden.
-    order = np.lexsort((points[:, 2], moving))
-    dots = 2 if resolution < 0.15 else 1
-    return bev_image(
-        points[order, :2],
-        label_colours(semantic[order]),
-        (-extent, extent, -extent, extent),
-        resolution,
-        dots,
-    )
+    """Picture of a labelled scan: ground as fine dots, objects over it (higher over lower), moving
+    points largest and on top."""
+    ids = np.asarray(semantic).astype(np.int64) & 0xFFFF
+    moving = ids >= 251
+    ground = np.isin(ids, _GROUND_IDS)
+    box = (-extent, extent, -extent, extent)
+    # Dots of about 0.1, 0.2 and 0.3 m whatever the resolution.
+    size = max(0.1 / resolution, 1.0)
+    image = None
+    for layer, dot in ((ground, size), (~ground & ~moving, 2 * size), (moving, 3 * size)):
+        order = np.flatnonzero(layer)[np.argsort(points[layer, 2], kind="stable")]
+        image = bev_image(points[order, :2], label_colours(ids[order]), box, resolution, round(dot), image)
+    assert image is not None
+    return image
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
