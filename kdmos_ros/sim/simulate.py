@@ -5,8 +5,10 @@ the whole sequence, the static world along the ego's drive) and renders any scan
 :func:`write_sequence` writes a run in the SemanticKITTI layout with the project's writer.
 
 Conventions of the written sequence: points are in the LiDAR frame (x forward, y left, z up, origin
-at the sensor), ordered ring by ring from the top beam down and, within a ring, by azimuth from
-behind the car counter-clockwise, as in KITTI. Scans are 1 / rate apart (10 Hz: 0.1 s). LiDAR pose
+at the sensor), ordered ring by ring from the top beam down as in KITTI's files and, within a
+ring, by azimuth from behind the car counter-clockwise. Scans are 1 / rate apart (10 Hz: 0.1 s).
+Each scan freezes the world at its time (no motion during the sweep); the road is a plane and the
+sensor is level with it. LiDAR pose
 i maps scan i into the frame of scan 0, so pose 0 is the identity. A point is labelled with its
 object's ``moving-*`` id when the object's speed in the world exceeds 0.3 m/s at that scan.
 
@@ -92,7 +94,7 @@ class Simulation:
         )
         self.traffic.run(STEPS_PER_SCAN * (scans - 1) + 1)
         ego = self.traffic.agents[0]
-        self._ego = [ego.path.pose(ego.s[STEPS_PER_SCAN * k]) for k in range(scans)]
+        self._ego = [ego.path.pose(ego.s[STEPS_PER_SCAN * k]) for k in range(scans)]  # world x, y, yaw
         # World around the whole drive: every block within range of any scan position.
         track = _thin(np.array([(x, y) for x, y, _ in self._ego]), 5.0)
         blocks = self.layout.blocks_near(track, sensor.max_range_m + 10.0)
@@ -101,13 +103,6 @@ class Simulation:
         self._intensity_mean, self._intensity_sd = sensor.intensity_table()
         self._semantic = semantic_lut()
         self._moving_semantic = moving_semantic_lut()
-
-    def ego_pose(self, scan: int) -> tuple[float, float, float]:
-        """World (x, y, yaw) of the sensor at a scan."""
-        return self._ego[scan]
-
-    def ego_speed(self, scan: int) -> float:
-        return self.traffic.agents[0].v[STEPS_PER_SCAN * scan]
 
     def lidar_poses(self) -> np.ndarray:
         """(scans, 4, 4) LiDAR poses relative to scan 0 (pose 0 is the identity)."""
