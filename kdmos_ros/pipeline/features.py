@@ -48,39 +48,66 @@ def polar(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.hypot(x, y), np.arctan2(y, x), xyz[:, 2]
 
 
-def cells(grid: PolarGrid, rho: np.ndarray, phi: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(inside, (N, 3) int64 cell indices). Outside means ρ beyond [ρ_min, ρ_max): the grid cannot
-    place such points. Azimuth and height are clipped into the border cells, as MotionBEV does, so
-    a roof above z_max still gets a label.
+def scaled(grid: PolarGrid, rho: np.ndarray, phi: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Polar coordinates in units of cells from the grid's lower corner (float32): floor gives the cell.
+
+    Every binning in this module goes through here, so the appearance features and the height maps
+    can never disagree about which cell a point is in.
     """
     size = grid.cell_size
-    ri = np.floor((rho - grid.rho_min) / size[0])
-    inside = (ri >= 0) & (ri < grid.n_rho)
-    index = np.empty((len(rho), 3), dtype=np.int64)
-    index[:, 0] = np.clip(ri, 0, grid.n_rho - 1)
-    index[:, 1] = np.clip(np.floor((phi - grid.phi_min) / size[1]), 0, grid.n_phi - 1)
-    index[:, 2] = np.clip(np.floor((z - grid.z_min) / size[2]), 0, grid.n_z - 1)
-    return inside, index
+    return (
+        (rho - np.float32(grid.rho_min)) * np.float32(1.0 / size[0]),
+        (phi - np.float32(grid.phi_min)) * np.float32(1.0 / size[1]),
+        (z - np.float32(grid.z_min)) * np.float32(1.0 / size[2]),
+    )
 
 
-def appearance_features(
-    grid: PolarGrid, points: np.ndarray, rho: np.ndarray, phi: np.ndarray, index: np.ndarray
-) -> np.ndarray:
-    """(M, 9) float32: offsets from the cell centre, polar and Cartesian coordinates, intensity."""
-    size = grid.cell_size
-    low = np.array([grid.rho_min, grid.phi_min, grid.z_min])
-    centre = low + (index + 0.5) * size
-    out = np.empty((len(points), 9), dtype=np.float32)
-    out[:, 0] = rho - centre[:, 0]
-    out[:, 1] = phi - centre[:, 1]
-    out[:, 2] = points[:, 2] - centre[:, 2]
-    out[:, 3] = rho
-    out[:, 4] = phi
-    out[:, 5] = points[:, 2]
-    out[:, 6] = points[:, 0]
-    out[:, 7] = points[:, 1]
-    out[:, 8] = points[:, 3]
-    return out
+def point_inputs(grid: PolarGrid, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(valid (N,), features (M, 9) float32, cells (M, 3) int64) of an (N, 4) float32 scan.
+
+    Valid points are finite and inside the grid's range [ρ_min, ρ_max): the grid cannot place the
+    others. Azimuth and height are clipped into the border cells, as MotionBEV does, so a roof above
+    z_max still gets a label. Features are the offsets from the cell centre, ρ, φ, z, x, y and
+    intensity (a NaN intensity reads as 0), for the valid points in input order.
+    """
+    finite = np.isfinite(points[:, :3]).all(axis=1)
+    all_finite = bool(finite.all())
+    kept = points if all_finite else points[finite]
+    rho = np.hypot(kept[:, 0], kept[:, 1])
+    u_rho = (rho - np.float32(grid.rho_min)) * np.float32(1.0 / grid.cell_size[0])
+    inside = (u_rho >= 0) & (u_rho < grid.n_rho)
+    if all_finite:
+        valid = inside
+    else:
+        valid = np.zeros(len(points), dtype=bool)
+        valid[finite] = inside
+    if not inside.all():
+        kept, rho = kept[inside], rho[inside]
+    x, y, z = kept[:, 0], kept[:, 1], kept[:, 2]
+    phi = np.arctan2(y, x)
+    u_rho, u_phi, u_z = scaled(grid, rho, phi, z)
+    f_rho = np.floor(u_rho)
+    f_phi = np.clip(np.floor(u_phi), 0, grid.n_phi - 1)
+    f_z = np.clip(np.floor(u_z), 0, grid.n_z - 1)
+    cells = np.empty((len(kept), 3), dtype=np.int64)
+    cells[:, 0] = f_rho
+    cells[:, 1] = f_phi
+    cells[:, 2] = f_z
+    size = grid.cell_size.astype(np.float32)
+    features = np.empty((len(kept), 9), dtype=np.float32)
+    features[:, 0] = (u_rho - f_rho - np.float32(0.5)) * size[0]
+    features[:, 1] = (u_phi - f_phi - np.float32(0.5)) * size[1]
+    features[:, 2] = (u_z - f_z - np.float32(0.5)) * size[2]
+    features[:, 3] = rho
+    features[:, 4] = phi
+    features[:, 5] = z
+    features[:, 6] = x
+    features[:, 7] = y
+    features[:, 8] = kept[:, 3]
+    bad_intensity = ~np.isfinite(features[:, 8])
+    if bad_intensity.any():
+        features[bad_intensity, 8] = 0.0
+    return valid, features, cells
 
 
 def height_map(grid: PolarGrid, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,12 +118,11 @@ def height_map(grid: PolarGrid, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray
     a beam got there, so an empty cell there is truly empty. This is the BEV visibility test of
     MotionBEV's occlusion mask (cells beyond the farthest return of an azimuth are unknown).
     """
-    rho, phi, z = polar(xyz)
-    keep = (rho >= grid.rho_min) & (rho < grid.rho_max) & (z >= grid.z_min) & (z < grid.z_max)
-    size = grid.cell_size
-    ri = ((rho[keep] - grid.rho_min) / size[0]).astype(np.int64)
-    pi = np.clip(((phi[keep] - grid.phi_min) / size[1]).astype(np.int64), 0, grid.n_phi - 1)
-    zk = z[keep]
+    u_rho, u_phi, u_z = scaled(grid, *polar(xyz))
+    keep = (u_rho >= 0) & (u_rho < grid.n_rho) & (u_z >= 0) & (u_z < grid.n_z)
+    ri = u_rho[keep].astype(np.int64)  # non-negative: truncation is floor
+    pi = np.clip(np.floor(u_phi[keep]), 0, grid.n_phi - 1).astype(np.int64)
+    zk = xyz[keep, 2]
     flat = ri * grid.n_phi + pi
     n_cells = grid.n_rho * grid.n_phi
     top = np.full(n_cells, -np.inf, dtype=np.float32)
@@ -163,21 +189,12 @@ def compute_features(
     Non-finite points and points outside the grid's range are left out (``valid`` False); the
     network's outputs for the others come back in input order.
     """
-    finite = np.isfinite(points[:, :3]).all(axis=1)
-    usable = points if finite.all() else points[finite]
-    rho, phi, z = polar(usable)
-    inside, index = cells(grid, rho, phi, z)
-    valid = finite.copy()
-    valid[finite] = inside
-    kept = usable[inside]
-    features = appearance_features(grid, kept, rho[inside], phi[inside], index[inside])
-    # A NaN intensity on an otherwise good point carries no information: read it as 0.
-    features[:, 8] = np.nan_to_num(features[:, 8], nan=0.0, posinf=0.0, neginf=0.0)
+    valid, features, cells = point_inputs(grid, points)
     bev, available = motion_bev(grid, motion, window)
     return ScanFeatures(
         valid=valid,
         point_features=features,
-        point_cells=np.ascontiguousarray(index[inside]),
+        point_cells=cells,
         motion_bev=bev[np.newaxis],
         offsets_available=available,
     )

@@ -9,7 +9,7 @@ import pytest
 from scenes import BOX_SIZE, street
 
 from kdmos_ros.pipeline.contract import MotionConfig
-from kdmos_ros.pipeline.features import cells, compute_features, features_at, height_map, polar
+from kdmos_ros.pipeline.features import compute_features, features_at, height_map, point_inputs, polar
 from kdmos_ros.pipeline.grid import GRIDS, PolarGrid
 from kdmos_ros.pipeline.window import ScanWindow
 
@@ -18,22 +18,25 @@ MOTION = MotionConfig()
 
 
 def test_cells_clip_height_and_azimuth_but_not_range() -> None:
-    xyz = np.array(
+    points = np.array(
         [
-            [10.0, 0.0, 0.0],  # ordinary
-            [1.0, 0.0, 0.0],  # inside the inner radius: no cell
-            [60.0, 0.0, 0.0],  # beyond the outer radius: no cell
-            [10.0, 0.0, 9.0],  # above z_max: top cell
-            [-10.0, -1e-9, -9.0],  # φ just above −π, below z_min: first φ cell, bottom cell
-            [-10.0, 0.0, 0.0],  # φ = +π exactly: last φ cell
-        ]
+            [10.0, 0.01, 0.0, 0.5],  # ordinary
+            [1.0, 0.0, 0.0, 0.5],  # inside the inner radius: no cell
+            [60.0, 0.0, 0.0, 0.5],  # beyond the outer radius: no cell
+            [10.0, 0.01, 9.0, 0.5],  # above z_max: top cell
+            [-10.0, -1e-6, -9.0, 0.5],  # φ just above −π, below z_min: first φ cell, bottom cell
+            [-10.0, 0.0, 0.0, np.nan],  # φ = +π exactly: last φ cell; NaN intensity reads 0
+            [np.nan, 0.0, 0.0, 0.5],  # not a point
+        ],
+        dtype=np.float32,
     )
-    inside, index = cells(GRID, *polar(xyz))
-    assert inside.tolist() == [True, False, False, True, True, True]
+    valid, features, index = point_inputs(GRID, points)
+    assert valid.tolist() == [True, False, False, True, True, True, False]
     assert index[0].tolist() == [math.floor((10 - 1.85) / 0.100625), 180, 21]
-    assert index[3, 2] == GRID.n_z - 1
-    assert index[4, 1] == 0 and index[4, 2] == 0
-    assert index[5, 1] == GRID.n_phi - 1
+    assert index[1, 2] == GRID.n_z - 1
+    assert index[2, 1] == 0 and index[2, 2] == 0
+    assert index[3, 1] == GRID.n_phi - 1
+    assert features[3, 8] == 0.0
 
 
 def test_appearance_offsets_lie_within_their_cell() -> None:
@@ -81,9 +84,9 @@ def _window_at(scans: list, index: int) -> ScanWindow:
 
 
 def _box_cells(scan, grid: PolarGrid) -> np.ndarray:
-    inside, index = cells(grid, *polar(scan.points[scan.on_box]))
+    _, _, index = point_inputs(grid, scan.points[scan.on_box])
     mask = np.zeros((grid.n_rho, grid.n_phi), dtype=bool)
-    mask[index[inside, 0], index[inside, 1]] = True
+    mask[index[:, 0], index[:, 1]] = True
     return mask
 
 
