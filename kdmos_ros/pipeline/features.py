@@ -24,7 +24,7 @@ import numpy as np
 
 from kdmos_ros.pipeline.contract import MotionConfig
 from kdmos_ros.pipeline.grid import PolarGrid
-from kdmos_ros.pipeline.window import ScanWindow
+from kdmos_ros.pipeline.window import ScanWindow, finite_rows
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def point_inputs(grid: PolarGrid, points: np.ndarray) -> tuple[np.ndarray, np.nd
     z_max still gets a label. Features are the offsets from the cell centre, ρ, φ, z, x, y and
     intensity (a NaN intensity reads as 0), for the valid points in input order.
     """
-    finite = np.isfinite(points[:, :3]).all(axis=1)
+    finite = finite_rows(points)
     all_finite = bool(finite.all())
     kept = points if all_finite else points[finite]
     rho = np.hypot(kept[:, 0], kept[:, 1])
@@ -223,7 +223,7 @@ def features_at(
     current = scans[index]
     for j in range(first, index + 1):
         points = current if j == index else scans[j]
-        finite = np.isfinite(points[:, :3]).all(axis=1)
+        finite = finite_rows(points)
         if finite.any() or j == index:  # the node skips scans with no usable point, too
             window.push(points[finite, :3], poses[j], stamps[j])
     return compute_features(grid, motion, current, window)

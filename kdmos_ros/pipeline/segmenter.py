@@ -17,7 +17,7 @@ import numpy as np
 from kdmos_ros.errors import KdmosError
 from kdmos_ros.pipeline.features import compute_features
 from kdmos_ros.pipeline.runner import ModelRunner
-from kdmos_ros.pipeline.window import ScanWindow
+from kdmos_ros.pipeline.window import ScanWindow, finite_rows
 
 # Published labels (the `label` field of the output cloud).
 LABEL_STATIC = 0
@@ -112,11 +112,11 @@ class MotionSegmenter:
         timings: dict[str, float] = {}
 
         start = time.perf_counter()
-        finite = np.isfinite(scan[:, :3]).all(axis=1)
+        finite = finite_rows(scan)
         if not finite.any():
             # Nothing to compare later scans against: leave the window as it was.
             return SegmentationResult(labels, moving_prob, window_fill=self.window.fill(offsets))
-        reason = self.window.push(scan[finite, :3], pose, stamp)
+        reason = self.window.push(scan[:, :3] if finite.all() else scan[finite, :3], pose, stamp)
         timings["window"] = time.perf_counter() - start
 
         start = time.perf_counter()

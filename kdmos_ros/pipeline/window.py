@@ -34,21 +34,38 @@ class WindowScan:
     points: np.ndarray  # (M, 3) float32, LiDAR frame, one point per occupied voxel
 
 
+def finite_rows(points: np.ndarray) -> np.ndarray:
+    """Rows whose x, y and z are all finite (NaN and ±inf propagate through the sum)."""
+    return np.isfinite(points[:, 0] + points[:, 1] + points[:, 2])
+
+
+# Voxel coordinates are shifted by this so they are non-negative for any scan within ±150 km at
+# 0.15 m voxels, and three of them pack into one int64 key without a min/max pass over the scan.
+_VOXEL_OFFSET = 1 << 20
+_VOXEL_BITS = 21
+
+
 def voxel_thin(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
     """One point (the first in input order) per occupied cube of edge ``voxel_size``."""
     if len(xyz) == 0:
         return np.zeros((0, 3), dtype=np.float32)
-    cells = np.floor(xyz * np.float32(1.0 / voxel_size)).astype(np.int32)
-    cells -= cells.min(axis=0)
-    span = cells.max(axis=0).astype(np.int64) + 1
-    keys = (cells[:, 0] * span[1] + cells[:, 1]) * span[2] + cells[:, 2]
+    scaled = np.floor(xyz * np.float32(1.0 / voxel_size))
+    # Absurd but finite coordinates (a broken driver) must not overflow the key.
+    np.clip(scaled, 1 - _VOXEL_OFFSET, _VOXEL_OFFSET - 1, out=scaled)
+    cells = scaled.astype(np.int32) + np.int32(_VOXEL_OFFSET)
+    keys = (
+        (cells[:, 0].astype(np.int64) << (2 * _VOXEL_BITS))
+        | (cells[:, 1].astype(np.int64) << _VOXEL_BITS)
+        | cells[:, 2]
+    )
     # A stable sort puts each voxel's first point first; np.unique would sort twice.
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     first = np.empty(len(keys), dtype=bool)
     first[0] = True
     np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
-    keep = np.sort(order[first])  # back to input order
+    keep = np.zeros(len(keys), dtype=bool)
+    keep[order[first]] = True  # a mask keeps input order without sorting again
     return np.ascontiguousarray(xyz[keep], dtype=np.float32)
 
 
