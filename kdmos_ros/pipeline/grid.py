@@ -52,10 +52,11 @@ class PolarGrid(BaseModel):
         return (self.n_rho, self.n_phi, self.n_z)
 
 
-#: The presets' grids: `full` is MotionBEV's; `lite` (0.25 m × 2° × 0.375 m) is coarser for CPU real
-#: time. Its range bins are 2.5× MotionBEV's, its azimuth and height bins 2×: beyond ~7 m a 2° column
-#: is wider than 0.25 m anyway, and the network's time grows with the cell count (benchmarks/model_speed.py).
+#: The presets' grids: `full` is MotionBEV's; `lite` (0.30 m × 2° × 0.375 m) is coarser for CPU real
+#: time. Its range bins are 3× MotionBEV's, its azimuth and height bins 2×: beyond ~9 m a 2° column is
+#: wider than 0.30 m anyway, and the network's time grows with the cell count (192 range bins cost
+#: ~15 % more inference time on the 2-core machine; benchmarks/model_speed.py).
 GRIDS: dict[str, PolarGrid] = {
     "full": PolarGrid(),
-    "lite": PolarGrid(n_rho=192, n_phi=180, n_z=16),
+    "lite": PolarGrid(n_rho=160, n_phi=180, n_z=16),
 }

@@ -149,7 +149,7 @@ def test_cli_export_writes_an_untrained_model_and_refuses_to_overwrite(
     out = tmp_path / "models" / "lite.onnx"
     assert main(["export", "--preset", "lite", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "total 1.00 M" in printed and "lite.onnx" in printed and "192 × 180 × 16" in printed
+    assert "total 1.00 M" in printed and "lite.onnx" in printed and "160 × 180 × 16" in printed
     contract = read_contract(out)
     assert contract.preset == "lite" and contract.training["trained"] is False
     written = out.read_bytes()

@@ -135,8 +135,8 @@ class StudentConfig(BaseModel):
 
 #: ``full`` is the paper's size (MotionBEV's widths with a DySample decoder: ≈ 4.03 M parameters, KDMOS's
 #: count) on MotionBEV's 480 × 360 × 32 grid. ``lite`` halves the U-Net widths, pools 16 point features
-#: instead of 256 and runs on the coarser lite grid (192 × 180 × 16), so that ONNX Runtime infers
-#: ~120k points in ≈ 45 ms on 2 CPU cores (benchmarks/model_speed.py).
+#: instead of 256 and runs on the coarser lite grid (160 × 180 × 16), so that ONNX Runtime infers
+#: ~120k points in ≈ 40 ms on 2 quiet CPU cores (benchmarks/model_speed.py).
 PRESETS: dict[str, StudentConfig] = {
     "full": StudentConfig(preset="full", grid=GRIDS["full"]),
     "lite": StudentConfig(
