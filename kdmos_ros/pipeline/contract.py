@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from kdmos_ros.errors import KdmosError
+from kdmos_ros.errors import KdmosError, describe_validation_error
 from kdmos_ros.pipeline.grid import PolarGrid
 
 #: Version of the feature definitions in ``pipeline/features.py`` (docs/features.md). Bump it
@@ -131,7 +131,5 @@ class ModelContract(BaseModel):
         try:
             return cls.model_validate(raw)
         except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'contract'}: {e['msg']}" for e in error.errors()
-            )
+            problems = describe_validation_error(error)
             raise ModelContractError(f"{source}: invalid kdmos contract ({problems})") from None

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from kdmos_ros.errors import KdmosError
@@ -43,12 +43,9 @@ from kdmos_ros.pipeline.contract import (
     MotionConfig,
 )
 from kdmos_ros.pipeline.grid import GRIDS, PolarGrid
+from kdmos_ros.train.checkpoint import load_checkpoint, save_checkpoint
 
 CHECKPOINT_KIND = "kdmos-student"
-
-
-class CheckpointError(KdmosError):
-    """A student checkpoint is missing, unreadable or does not match its own configuration."""
 
 
 class StudentConfig(BaseModel):
@@ -570,54 +567,13 @@ def format_parameter_counts(counts: dict[str, int]) -> str:
 
 
 def save_student(path: str | Path, model: StudentNet, config: StudentConfig, **extra: Any) -> Path:
-    """Write a checkpoint (format in the module docstring); ``extra`` keys are stored alongside."""
-    reserved = {"kind", "config", "state_dict"} & extra.keys()
-    if reserved:
-        raise ValueError(f"extra checkpoint keys may not be {sorted(reserved)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(
-        {"kind": CHECKPOINT_KIND, "config": config.model_dump(mode="json"), "state_dict": state, **extra},
-        path,
-    )
-    return path
+    """Write a student checkpoint (format: :mod:`kdmos_ros.train.checkpoint`)."""
+    return save_checkpoint(path, CHECKPOINT_KIND, model, config, **extra)
 
 
 def load_student(
     path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[StudentNet, StudentConfig, dict]:
+) -> tuple[StudentNet, StudentConfig, dict[str, Any]]:
     """(model in eval mode, its config, the extra keys) from a checkpoint written by :func:`save_student`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises many types for a damaged or foreign file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path} is not a readable torch checkpoint ({reason[:200]})") from None
-    if not isinstance(payload, dict) or payload.get("kind") != CHECKPOINT_KIND:
-        kind = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
-        raise CheckpointError(
-            f"{path} is not a kdmos student checkpoint (kind {kind!r}, expected {CHECKPOINT_KIND!r})"
-        )
-    try:
-        config = StudentConfig.model_validate(payload.get("config"))
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in error.errors()
-        )
-        raise CheckpointError(f"{path}: invalid student config ({problems})") from None
-    model = StudentNet(config)
-    state = payload.get("state_dict")
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} has no state_dict")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()
-        raise CheckpointError(
-            f"{path}: weights do not match its config ({' '.join(line.strip() for line in first[:2])[:300]})"
-        ) from None
-    extra = {k: v for k, v in payload.items() if k not in {"kind", "config", "state_dict"}}
-    return model.eval(), config, extra
+    model, config, extra = load_checkpoint(path, CHECKPOINT_KIND, StudentConfig, StudentNet, map_location)
+    return model, config, extra  # type: ignore[return-value]

@@ -57,11 +57,12 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from kdmos_ros.errors import KdmosError
 from kdmos_ros.pipeline.contract import KDMOS_CLASSES
+from kdmos_ros.train.checkpoint import load_checkpoint, save_checkpoint
 
 CHECKPOINT_KIND = "kdmos-teacher"
 
@@ -73,10 +74,6 @@ SERIALIZATION_ORDERS: tuple[SerializationOrder, ...] = ("z", "z-trans", "hilbert
 
 # Codes are signed int64: 63 usable bits for sample | 3 × depth spatial bits | scan bits.
 _CODE_BITS = 63
-
-
-class TeacherCheckpointError(KdmosError):
-    """A teacher checkpoint is missing, unreadable or does not match its own configuration."""
 
 
 class TeacherConfig(BaseModel):
@@ -749,48 +746,13 @@ def build_teacher(config: TeacherConfig | str) -> TeacherNet:
 
 
 def save_teacher(path: str | Path, model: TeacherNet, **extra: Any) -> Path:
-    """Write a checkpoint (format in the module docstring); ``extra`` keys are stored alongside."""
-    reserved = {"kind", "config", "state_dict"} & extra.keys()
-    if reserved:
-        raise ValueError(f"extra checkpoint keys may not be {sorted(reserved)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    payload = {"kind": CHECKPOINT_KIND, "config": model.config.model_dump(mode="json"), "state_dict": state}
-    torch.save({**payload, **extra}, path)
-    return path
+    """Write a teacher checkpoint (format: :mod:`kdmos_ros.train.checkpoint`)."""
+    return save_checkpoint(path, CHECKPOINT_KIND, model, model.config, **extra)
 
 
 def load_teacher(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[TeacherNet, dict[str, Any]]:
     """(model in eval mode, the extra keys) from a checkpoint written by :func:`save_teacher`."""
-    path = Path(path)
-    if not path.is_file():
-        raise TeacherCheckpointError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises many types for a damaged or foreign file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TeacherCheckpointError(f"{path} is not a readable torch checkpoint ({reason[:200]})") from None
-    if not isinstance(payload, dict) or payload.get("kind") != CHECKPOINT_KIND:
-        kind = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
-        raise TeacherCheckpointError(f"{path} is not a kdmos teacher checkpoint (kind {kind!r})")
-    try:
-        config = TeacherConfig.model_validate(payload.get("config"))
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in error.errors()
-        )
-        raise TeacherCheckpointError(f"{path}: invalid teacher config ({problems})") from None
-    model = TeacherNet(config)
-    state = payload.get("state_dict")
-    if not isinstance(state, dict):
-        raise TeacherCheckpointError(f"{path} has no state_dict")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        first = " ".join(line.strip() for line in str(error).strip().splitlines()[:2])
-        raise TeacherCheckpointError(f"{path}: weights do not match its config ({first[:300]})") from None
-    extra = {k: v for k, v in payload.items() if k not in {"kind", "config", "state_dict"}}
-    return model.to(map_location).eval(), extra
+    model, _, extra = load_checkpoint(path, CHECKPOINT_KIND, TeacherConfig, TeacherNet, map_location)
+    return model, extra  # type: ignore[return-value]

@@ -11,9 +11,9 @@ from pydantic import ValidationError
 
 from kdmos_ros.pipeline.contract import KDMOS_CLASSES, MotionConfig
 from kdmos_ros.pipeline.grid import GRIDS, PolarGrid
+from kdmos_ros.train.checkpoint import CheckpointError
 from kdmos_ros.train.models.student import (
     PRESETS,
-    CheckpointError,
     DoubleConv,
     DySample,
     PillarPointNet,

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from kdmos_ros.errors import KdmosError
+from kdmos_ros.train.checkpoint import CheckpointError
 from kdmos_ros.train.losses import segmentation_loss
 from kdmos_ros.train.models.teacher import (
     PRESETS,
@@ -17,7 +18,6 @@ from kdmos_ros.train.models.teacher import (
     GridUnpooling,
     PatchAttention,
     SerializedPositionEncoding,
-    TeacherCheckpointError,
     TeacherConfig,
     TeacherNet,
     build_teacher,
@@ -416,7 +416,7 @@ def test_checkpoint_round_trip(tmp_path) -> None:
     with torch.no_grad():
         assert torch.equal(loaded(points, batch).logits, model(points, batch).logits)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(TeacherCheckpointError, match="not a readable"):
+    with pytest.raises(CheckpointError, match="not a readable"):
         load_teacher(tmp_path / "junk.pt")
-    with pytest.raises(TeacherCheckpointError, match="not found"):
+    with pytest.raises(CheckpointError, match="not found"):
         load_teacher(tmp_path / "missing.pt")
