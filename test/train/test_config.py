@@ -1,0 +1,60 @@
+"""Training recipes: the shipped YAML files validate; mistakes are one line naming file and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kdmos_ros.train.config import TrainConfigError, load_config
+
+RECIPES = Path(__file__).resolve().parents[2] / "config" / "train"
+
+
+@pytest.mark.parametrize("name", ["student_lite", "student_full", "teacher_small", "teacher_base"])
+def test_shipped_recipes_validate(name: str) -> None:
+    config = load_config(RECIPES / f"{name}.yaml")
+    kind, preset = name.split("_")
+    assert (config.model.kind, config.model.preset) == (kind, preset)
+    assert config.data.val_sequences == ("08",)
+    # Every hyper-parameter line carries a comment naming its source.
+    text = (RECIPES / f"{name}.yaml").read_text()
+    for line in text.splitlines():
+        if line.strip().startswith(("lr:", "momentum:", "weight_decay:", "decay:", "epochs:", "batch_size:")):
+            assert "#" in line, line
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "model: {kind: student, preset: lite}\noptim: {lr: -1}\n",
+            "optim.lr: Input should be greater than 0",
+        ),
+        ("model: {kind: student, preset: lite}\noptim: {lrate: 0.1}\n", "optim.lrate: Extra inputs"),
+        ("model: {kind: student, preset: small}\n", "not a student preset"),
+        ("model: {kind: robot, preset: lite}\n", "model.kind: Input should be 'student' or 'teacher'"),
+        ("optim: {lr: 0.1}\n", "model: Field required"),
+        ("model: [kind\n", "invalid YAML"),
+        ("- 1\n- 2\n", "expected a mapping"),
+    ],
+)
+def test_mistakes_are_one_line_naming_the_field(tmp_path: Path, text: str, expected: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(TrainConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(path) in message
+    assert expected in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(TrainConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
