@@ -1,0 +1,142 @@
+"""Teacher training samples: the K scans t−K+1 … t moved into scan t's frame (MambaMOS's input).
+
+For scan t, every scan t−k (k = 0 … K−1, as far back as the sequence goes) is read, its finite points
+moved into scan t's LiDAR frame with the poses, and tagged with its scan index k. Features are
+[x, y, z, intensity, k] (``TEACHER_POINT_FEATURES``); labels are the KDMOS classes on the current
+scan's points and ignore (0) on the past scans' points, which only provide temporal context.
+
+Augmentation is the same rigid motion A as :class:`~kdmos_ros.train.data.MosDataset` uses: points
+A·p and poses A·P·A⁻¹, so the scans stay aligned with each other. ``max_points`` bounds memory by
+randomly dropping past-scan points (never current-scan points, which carry the loss).
+
+Rows come current scan first, in input order over its finite points (``current_finite`` says which
+rows of the file those are), so per-point outputs can be put back on the scan's own points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from kdmos_ros.io.semantickitti import KDMOS_IGNORE, SemanticKittiError, kdmos_labels, open_sequence
+from kdmos_ros.pipeline.window import finite_rows
+from kdmos_ros.train.data import AugmentConfig, _AugmentedScans, augmentation
+
+
+@dataclass(frozen=True)
+class TeacherSample:
+    """One scan t with its past scans (numpy)."""
+
+    sequence: str
+    frame: int
+    points: np.ndarray  # (M, 5) float32: x, y, z, intensity, scan index k; current-scan rows first
+    labels: np.ndarray  # (M,) int64 KDMOS classes; ignore on past scans
+    current_finite: np.ndarray  # (N_scan,) bool: which rows of scan t's file are the first rows of points
+
+
+class TeacherDataset(Dataset):
+    """Each labelled scan of ``sequences`` and up to ``num_scans − 1`` earlier scans, by (sequence, frame)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        sequences: Sequence[str],
+        num_scans: int = 8,
+        augment: AugmentConfig | None = None,
+        max_points: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.num_scans = num_scans
+        self.augment = augment
+        self.max_points = max_points
+        self.seed = seed
+        self.epoch = 0
+        self.sequences = {name: open_sequence(root, name) for name in sequences}
+        self.index: list[tuple[str, int]] = []
+        for name, sequence in self.sequences.items():
+            if not sequence.has_labels:
+                raise SemanticKittiError(
+                    f"{sequence.directory} lacks labels/ for some scans: cannot train on it"
+                )
+            self.index.extend((name, position) for position in range(len(sequence.frames)))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def set_epoch(self, epoch: int) -> None:
+        """New augmentations (and subsamples) every epoch, reproducible from (seed, epoch, sample)."""
+        self.epoch = epoch
+
+    def __getitem__(self, item: int) -> TeacherSample:
+        name, position = self.index[item]
+        sequence = self.sequences[name]
+        rng = np.random.default_rng([self.seed, self.epoch, item])
+        matrix = augmentation(rng, self.augment) if self.augment is not None else np.eye(4)
+        poses = matrix @ sequence.poses @ np.linalg.inv(matrix)
+        scans = _AugmentedScans(sequence, matrix)
+        to_current = np.linalg.inv(poses[position])
+
+        parts: list[np.ndarray] = []
+        current_finite = np.zeros(0, dtype=bool)
+        for k in range(min(self.num_scans, position + 1)):
+            raw = scans[position - k]
+            finite = finite_rows(raw)
+            if k == 0:
+                current_finite = finite
+            relative = (to_current @ poses[position - k]).astype(np.float32)
+            part = np.empty((int(finite.sum()), 5), dtype=np.float32)
+            part[:, :3] = raw[finite, :3] @ relative[:3, :3].T + relative[:3, 3]
+            part[:, 3] = raw[finite, 3]
+            part[:, 4] = k
+            parts.append(part)
+        n_current = len(parts[0])
+        past = np.concatenate(parts[1:]) if len(parts) > 1 else np.zeros((0, 5), dtype=np.float32)
+        if self.max_points is not None and n_current + len(past) > self.max_points:
+            keep = rng.choice(len(past), size=max(self.max_points - n_current, 0), replace=False)
+            past = past[np.sort(keep)]
+
+        semantic, _ = sequence.read_labels(sequence.frames[position])
+        labels = np.full(n_current + len(past), KDMOS_IGNORE, dtype=np.int64)
+        labels[:n_current] = kdmos_labels(semantic)[current_finite]
+        return TeacherSample(
+            sequence=name,
+            frame=sequence.frames[position],
+            points=np.concatenate([parts[0], past]),
+            labels=labels,
+            current_finite=current_finite,
+        )
+
+
+@dataclass
+class TeacherBatch:
+    """A mini-batch as the teacher takes it (torch tensors)."""
+
+    keys: list[tuple[str, int]]
+    points: torch.Tensor  # (N, 5) float32
+    batch: torch.Tensor  # (N,) int64: sample of each row
+    labels: torch.Tensor  # (N,) int64
+
+    def to(self, device: torch.device | str) -> TeacherBatch:
+        return TeacherBatch(
+            keys=self.keys,
+            points=self.points.to(device, non_blocking=True),
+            batch=self.batch.to(device, non_blocking=True),
+            labels=self.labels.to(device, non_blocking=True),
+        )
+
+
+def collate_teacher(samples: Sequence[TeacherSample]) -> TeacherBatch:
+    """Stacks samples into a :class:`TeacherBatch` (a module-level function, so workers can pickle it)."""
+    return TeacherBatch(
+        keys=[(s.sequence, s.frame) for s in samples],
+        points=torch.from_numpy(np.concatenate([s.points for s in samples])),
+        batch=torch.from_numpy(
+            np.concatenate([np.full(len(s.points), i, dtype=np.int64) for i, s in enumerate(samples)])
+        ),
+        labels=torch.from_numpy(np.concatenate([s.labels for s in samples])),
+    )

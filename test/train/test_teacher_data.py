@@ -1,0 +1,78 @@
+"""Teacher samples: K scans in the current frame, scan index column, labels on the current scan only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scenes import BOX_SPEED, PERIOD, write_street_sequence
+
+from kdmos_ros.io.semantickitti import KDMOS_IGNORE, KDMOS_MOVING, KDMOS_STATIC, kdmos_labels, open_sequence
+from kdmos_ros.train.data import AugmentConfig, augmentation
+from kdmos_ros.train.teacher_data import TeacherDataset, collate_teacher
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_street_sequence(tmp_path_factory.mktemp("data"), "00", 10)
+
+
+def _keys(xyz: np.ndarray) -> set[tuple[int, int, int]]:
+    return set(map(tuple, np.round(xyz / 0.02).astype(np.int64).tolist()))
+
+
+def test_past_scans_land_on_the_current_static_structure(root: Path) -> None:
+    sample = TeacherDataset(root, ["00"], num_scans=4)[9]
+    sequence = open_sequence(root, "00")
+    scan = sequence.read_scan(9)
+    assert (sample.sequence, sample.frame) == ("00", 9)
+    scan_index = sample.points[:, 4]
+    assert sorted(np.unique(scan_index).tolist()) == [0, 1, 2, 3]
+    current = sample.points[scan_index == 0]
+    # The current scan comes first, unchanged, in input order.
+    np.testing.assert_allclose(current[:, :4], scan[sample.current_finite], atol=1e-4)
+    assert np.all(scan_index[: len(current)] == 0)
+    # Labels: KDMOS classes on the current scan, ignore on the past scans.
+    semantic, _ = sequence.read_labels(9)
+    np.testing.assert_array_equal(
+        sample.labels[: len(current)], kdmos_labels(semantic)[sample.current_finite]
+    )
+    assert np.all(sample.labels[len(current) :] == KDMOS_IGNORE)
+    # Static points of scan t-3 coincide with the current scan's points; moving ones do not.
+    past_semantic, _ = sequence.read_labels(6)
+    past_labels = kdmos_labels(past_semantic)
+    past = sample.points[scan_index == 3, :3]
+    here = _keys(current[:, :3])
+    static_hits = np.mean([k in here for k in _keys(past[past_labels == KDMOS_STATIC])])
+    assert static_hits > 0.5
+    # The box's past points sit where the box was three scans ago: BOX_SPEED · 3 · PERIOD behind.
+    box_now = current[sample.labels[: len(current)] == KDMOS_MOVING, 0].max()
+    box_then = past[past_labels == KDMOS_MOVING, 0].max()
+    assert box_now - box_then == pytest.approx(BOX_SPEED * 3 * PERIOD, abs=0.15)
+
+
+def test_augmentation_moves_all_scans_rigidly(root: Path) -> None:
+    config = AugmentConfig()
+    plain = TeacherDataset(root, ["00"], num_scans=3)[5]
+    augmented = TeacherDataset(root, ["00"], num_scans=3, augment=config, seed=7)[5]
+    matrix = augmentation(np.random.default_rng([7, 0, 5]), config)
+    expected = plain.points[:, :3] @ matrix[:3, :3].T + matrix[:3, 3]
+    np.testing.assert_allclose(augmented.points[:, :3], expected, atol=1e-3)
+    np.testing.assert_array_equal(augmented.points[:, 3:], plain.points[:, 3:])
+
+
+def test_max_points_drops_only_past_points_and_collate_stacks(root: Path) -> None:
+    full = TeacherDataset(root, ["00"], num_scans=8)[7]
+    n_current = int(np.count_nonzero(full.points[:, 4] == 0))
+    capped = TeacherDataset(root, ["00"], num_scans=8, max_points=n_current + 100)[7]
+    assert len(capped.points) == n_current + 100
+    np.testing.assert_array_equal(capped.points[:n_current], full.points[:n_current])
+    first = TeacherDataset(root, ["00"], num_scans=2)[0]
+    assert np.all(first.points[:, 4] == 0)  # no scan before the first
+    batch = collate_teacher([first, capped])
+    assert batch.points.shape == (len(first.points) + len(capped.points), 5)
+    assert batch.batch.tolist().count(1) == len(capped.points)
+    assert batch.keys == [("00", 0), ("00", 7)]
+    assert batch.labels.dtype == torch.int64
