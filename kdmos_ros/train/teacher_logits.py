@@ -1,0 +1,89 @@
+"""Teacher logits stored once for offline distillation (``kdmos train dump-logits``).
+
+Layout under the output folder::
+
+    index.json            {"kind": "kdmos-teacher-logits", "classes", "teacher", "checkpoint", "frames", ...}
+    NN/XXXXXX.npy         float16 [N_scan, C]: logits of every point of scan XXXXXX of sequence NN
+
+Files are keyed by sequence and frame id (never by list position). A file has one row per point of
+the scan file, in its order; rows of non-finite points (which the teacher never sees) are NaN, so
+the distillation step can pick exactly the points the student keeps (its in-grid points).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdmos_ros.errors import KdmosError
+from kdmos_ros.train.config import TrainConfig
+from kdmos_ros.train.models.teacher import load_teacher
+from kdmos_ros.train.teacher_data import TeacherDataset
+
+INDEX_KIND = "kdmos-teacher-logits"
+
+
+def logits_path(directory: str | Path, sequence: str, frame: int) -> Path:
+    return Path(directory) / sequence / f"{frame:06d}.npy"
+
+
+@torch.no_grad()
+def dump_teacher_logits(
+    config: TrainConfig,
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    device: str = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Run the teacher (eval, no augmentation) on every training scan of ``config``; returns index.json."""
+    out_dir = Path(out_dir)
+    model, extra = load_teacher(checkpoint, map_location=device)
+    data = config.data
+    if data.num_scans > model.config.max_scans:
+        raise KdmosError(
+            f"data.num_scans {data.num_scans} exceeds the teacher's max_scans {model.config.max_scans}"
+        )
+    dataset = TeacherDataset(data.root, data.train_sequences, data.num_scans, None, data.max_points)
+    frames: dict[str, list[int]] = {name: [] for name in data.train_sequences}
+    for item in range(len(dataset)):
+        sample = dataset[item]
+        points = torch.from_numpy(sample.points).to(device)
+        logits = model(points, torch.zeros(len(points), dtype=torch.int64, device=device)).logits
+        n_current = int(sample.current_finite.sum())
+        out = np.full((len(sample.current_finite), logits.shape[1]), np.nan, dtype=np.float16)
+        out[sample.current_finite] = logits[:n_current].float().cpu().numpy().astype(np.float16)
+        path = logits_path(out_dir, sample.sequence, sample.frame)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, out)
+        frames[sample.sequence].append(sample.frame)
+        if progress is not None:
+            progress(1)
+    index = {
+        "kind": INDEX_KIND,
+        "classes": list(model.config.classes),
+        "dtype": "float16",
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "teacher": model.config.model_dump(mode="json"),
+        "teacher_epoch": extra.get("trainer", {}).get("epoch")
+        if isinstance(extra.get("trainer"), dict)
+        else None,
+        "data_root": str(Path(data.root).resolve()),
+        "num_scans": data.num_scans,
+        "max_points": data.max_points,
+        "frames": frames,
+    }
+    index_path = out_dir / "index.json"
+    index_path.write_text(json.dumps(index, indent=2) + "\n")
+    return index_path
+
+
+def load_teacher_logits(directory: str | Path, sequence: str, frame: int) -> np.ndarray:
+    """float16 [N_scan, C] logits of one scan (NaN rows for non-finite points)."""
+    path = logits_path(directory, sequence, frame)
+    if not path.is_file():
+        raise KdmosError(f"no teacher logits for sequence {sequence} frame {frame}: {path} is missing")
+    return np.load(path)

@@ -1,0 +1,172 @@
+"""Trainer acceptance on a tiny simulated drive: loss falls, resume is exact, export → eval, logits dump."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from kdmos_ros.cli import main
+from kdmos_ros.io.semantickitti import open_sequence
+from kdmos_ros.sim.sensors import load_sensor
+from kdmos_ros.sim.simulate import Simulation, write_sequence
+from kdmos_ros.train.config import parse_config
+from kdmos_ros.train.teacher_logits import load_teacher_logits
+from kdmos_ros.train.trainer import Trainer, lr_factor
+
+# Architectures shrunk so a step takes well under a second on 2 CPU cores.
+TINY_STUDENT = {"grid": {"n_rho": 64, "n_phi": 64, "n_z": 8}}
+TINY_TEACHER = {
+    "grid_size": 0.4,
+    "enc_channels": [16, 32],
+    "enc_depths": [1, 1],
+    "enc_heads": [2, 2],
+    "dec_channels": [16],
+    "dec_depths": [1],
+    "dec_heads": [2],
+    "patch_size": 64,
+}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sim")
+    write_sequence(Simulation(load_sensor("vlp16"), 0, 16), path, "00")
+    return path
+
+
+def recipe(root: Path, out: Path, kind: str, **optim: Any) -> dict[str, Any]:
+    model = (
+        {"kind": "student", "preset": "lite", "overrides": TINY_STUDENT}
+        if kind == "student"
+        else {"kind": "teacher", "preset": "small", "overrides": TINY_TEACHER}
+    )
+    return {
+        "data": {"root": str(root), "train_sequences": ["00"], "val_sequences": ["00"], "num_scans": 2},
+        "model": model,
+        "optim": {
+            "optimizer": "adamw",
+            "lr": 0.005,
+            "warmup_epochs": 0.5,
+            "epochs": 2,
+            "batch_size": 2,
+            "max_steps_per_epoch": 2,
+            **optim,
+        },
+        "run": {"seed": 1, "out_dir": str(out)},
+    }
+
+
+def write_recipe(path: Path, payload: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(payload))
+    return path
+
+
+def test_lr_schedule_warms_up_then_decays() -> None:
+    factors = [lr_factor(step, 4, 1.0, 0.5) for step in range(12)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert factors[4:8] == [1.0] * 4
+    assert factors[8:] == [0.5] * 4
+
+
+@pytest.mark.parametrize("kind", ["student", "teacher"])
+def test_loss_falls_on_a_fixed_batch(root: Path, tmp_path: Path, kind: str) -> None:
+    config = parse_config(recipe(root, tmp_path, kind, warmup_epochs=0, lr=0.003))
+    trainer = Trainer(config, progress=False, log=lambda _: None)
+    batch = trainer.adapter.collate([trainer.train_set[i] for i in (10, 14)])
+    losses = [trainer.train_step(batch) for _ in range(8)]
+    assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2]), losses
+
+
+def test_resume_continues_exactly(root: Path, tmp_path: Path) -> None:
+    straight = Trainer(
+        parse_config(recipe(root, tmp_path / "a", "student")), progress=False, log=lambda _: None
+    )
+    straight.fit()
+
+    first = Trainer(
+        parse_config(recipe(root, tmp_path / "b", "student", epochs=1)), progress=False, log=lambda _: None
+    )
+    first.fit()
+    resumed = Trainer(
+        parse_config(recipe(root, tmp_path / "b", "student")), progress=False, log=lambda _: None
+    )
+    resumed.resume()
+    assert (resumed.epoch, resumed.step) == (1, 2)
+    # The restored optimiser matches the one that wrote the checkpoint.
+    saved, restored = first.optimizer.state_dict(), resumed.optimizer.state_dict()
+    for key, value in saved["state"].items():
+        for name, tensor in value.items():
+            torch.testing.assert_close(restored["state"][key][name], tensor)
+    resumed.fit()
+
+    for name, tensor in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], tensor, msg=name)
+    rows = {}
+    for run in ("a", "b"):
+        with (tmp_path / run / "metrics.csv").open() as handle:
+            rows[run] = list(csv.DictReader(handle))
+    assert [r["epoch"] for r in rows["a"]] == ["1", "2"]
+    assert [r["epoch"] for r in rows["b"]] == ["1", "2"]
+    assert rows["a"][1]["train_loss"] == rows["b"][1]["train_loss"]
+    assert rows["a"][1]["lr"] == rows["b"][1]["lr"]
+    assert (tmp_path / "a" / "best.pt").is_file()
+
+
+def test_cli_trains_exports_and_evaluates(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_recipe(tmp_path / "student.yaml", recipe(root, tmp_path / "unused", "student", epochs=1))
+    out = tmp_path / "run"
+    assert main(["train", "student", str(config), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "best validation moving IoU" in printed
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
+    assert not (tmp_path / "unused").exists()
+
+    onnx_path = tmp_path / "student.onnx"
+    assert main(["export", "--checkpoint", str(out / "best.pt"), "--out", str(onnx_path)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(root), "--model", str(onnx_path), "--sequences", "00", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    total = sum(open_sequence(root, "00").num_points(f) for f in range(16))
+    assert 0 < report["total"]["points"] <= total
+    assert 0.0 <= report["total"]["static_iou"] <= 1.0
+
+
+def test_cli_errors_are_one_line(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_recipe(tmp_path / "teacher.yaml", recipe(root, tmp_path / "run", "teacher"))
+    assert main(["train", "student", str(config)]) == 1
+    assert "use kdmos train teacher" in capsys.readouterr().err
+    assert main(["train", "teacher", str(config), "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and len(err.strip().splitlines()) == 1
+
+
+def test_teacher_trains_and_dumps_logits_by_frame(root: Path, tmp_path: Path) -> None:
+    config = write_recipe(tmp_path / "teacher.yaml", recipe(root, tmp_path / "run", "teacher", epochs=1))
+    assert main(["train", "teacher", str(config)]) == 0
+    checkpoint = tmp_path / "run" / "best.pt"
+    logits_dir = tmp_path / "logits"
+    assert (
+        main(["train", "dump-logits", str(config), "--checkpoint", str(checkpoint), "--out", str(logits_dir)])
+        == 0
+    )
+
+    index = json.loads((logits_dir / "index.json").read_text())
+    sequence = open_sequence(root, "00")
+    assert index["frames"] == {"00": list(sequence.frames)}
+    assert len(list((logits_dir / "00").glob("*.npy"))) == len(sequence)
+    for frame in (0, 9):
+        logits = load_teacher_logits(logits_dir, "00", frame)
+        points = sequence.read_scan(frame)
+        assert logits.shape == (len(points), 4) and logits.dtype == np.float16
+        finite = np.isfinite(points[:, :3]).all(axis=1)
+        assert np.isfinite(logits[finite]).all()
+        assert np.isnan(logits[~finite]).all()
