@@ -522,7 +522,9 @@ def _run_training(kind: str, config_path: Path, resume: bool, out: Path | None) 
         raise KdmosError(
             f"{config_path} trains a {config.model.kind} (model.kind); use kdmos train {config.model.kind}"
         )
-    trainer = Trainer(config, out_dir=out, log=lambda line: console.print(line, highlight=False))
+    trainer = Trainer(
+        config, out_dir=out, log=lambda line: console.print(line, highlight=False, soft_wrap=True)
+    )
     if resume:
         trainer.resume()
         console.print(

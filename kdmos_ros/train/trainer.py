@@ -420,16 +420,25 @@ class Trainer:
                         step_task, advance=1, description=f"epoch {self.epoch + 1} loss {losses[-1]:.3f}"
                     )
                 progress.remove_task(step_task)
+                train_loss = self._mean_over_ranks(losses)
                 lr = self.optimizer.param_groups[0]["lr"]
                 scores = self.validate()
                 self.epoch += 1
                 result = EpochResult(
-                    self.epoch, self.step, _mean(losses), lr, scores, time.perf_counter() - started
+                    self.epoch, self.step, train_loss, lr, scores, time.perf_counter() - started
                 )
                 self._end_epoch(result)
                 progress.update(epoch_task, completed=self.epoch)
         self.close()
         return TrainSummary(self.out_dir, self.epoch, self.best_iou, self.best_epoch)
+
+    def _mean_over_ranks(self, losses: list[float]) -> float:
+        """The epoch's mean training loss over all ranks' steps (each rank's own mean otherwise)."""
+        if not self.dist.enabled:
+            return _mean(losses)
+        totals = torch.tensor([sum(losses), len(losses)], dtype=torch.float64, device=self.device)
+        dist.all_reduce(totals)
+        return float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
 
     def _end_epoch(self, result: EpochResult) -> None:
         moving = result.scores.moving_iou if result.scores is not None else float("nan")
@@ -493,6 +502,8 @@ class Trainer:
         if self._writer:
             self._writer.close()
         self._writer = None
+        if self.dist.enabled and dist.is_initialized():
+            dist.destroy_process_group()
 
     # --- checkpoints ------------------------------------------------------------------------------
 

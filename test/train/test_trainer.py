@@ -149,6 +149,17 @@ def test_cli_errors_are_one_line(root: Path, tmp_path: Path, capsys: pytest.Capt
     assert "cannot resume" in err and len(err.strip().splitlines()) == 1
 
 
+def test_cli_without_torch_names_the_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kdmos_ros import cli
+
+    real = cli.util.find_spec
+    monkeypatch.setattr(cli.util, "find_spec", lambda name: None if name == "torch" else real(name))
+    assert main(["train", "student", "recipe.yaml"]) == 1
+    assert "pip install torch==2.13.0 -e '.[train]'" in capsys.readouterr().err
+
+
 def test_teacher_trains_and_dumps_logits_by_frame(root: Path, tmp_path: Path) -> None:
     config = write_recipe(tmp_path / "teacher.yaml", recipe(root, tmp_path / "run", "teacher", epochs=1))
     assert main(["train", "teacher", str(config)]) == 0
