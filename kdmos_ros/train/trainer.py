@@ -22,7 +22,8 @@ group (NCCL on CUDA, gloo on CPU), shards data with ``DistributedSampler`` and w
 ``GradScaler``) runs on CUDA only.
 
 Outputs in ``run.out_dir``: ``last.pt`` (every epoch) and ``best.pt`` (best validation moving IoU),
-``metrics.csv`` (one row per epoch) and TensorBoard events when the ``tensorboard`` package is
+``metrics.csv`` (one row per epoch; ``lr`` is the rate the next step will use, ``train_loss`` the
+epoch's mean over all ranks) and TensorBoard events when the ``tensorboard`` package is
 installed. Student checkpoints are in ``save_student``'s format, teacher ones in ``save_teacher``'s,
 with a ``"trainer"`` entry (optimizer, scheduler, scaler, epoch, step, RNG states, best metric,
 recipe) that ``resume`` restores.
