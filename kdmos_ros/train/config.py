@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from kdmos_ros.errors import KdmosError
+from kdmos_ros.errors import KdmosError, describe_validation_error
 from kdmos_ros.train.data import AugmentConfig
 
 #: SemanticKITTI-MOS split (Chen et al., RA-L 2021): train 00-07 and 09-10, validate on 08.
@@ -108,13 +108,6 @@ class TrainConfig(_Section):
         return self
 
 
-def _describe(error: ValidationError) -> str:
-    first = error.errors()[0]
-    location = ".".join(str(part) for part in first["loc"]) or "config"
-    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"{location}: {first['msg']}{more}"
-
-
 def parse_config(payload: Any, source: str = "config") -> TrainConfig:
     """A :class:`TrainConfig` from a parsed YAML mapping, or a one-line :class:`TrainConfigError`."""
     if not isinstance(payload, dict):
@@ -122,7 +115,7 @@ def parse_config(payload: Any, source: str = "config") -> TrainConfig:
     try:
         return TrainConfig.model_validate(payload)
     except ValidationError as error:
-        raise TrainConfigError(f"{source}: {_describe(error)}") from None
+        raise TrainConfigError(f"{source}: {describe_validation_error(error)}") from None
 
 
 def load_config(path: str | Path) -> TrainConfig:

@@ -58,7 +58,7 @@ def augmentation(rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
     return matrix
 
 
-class _AugmentedScans:
+class AugmentedScans:
     """``sequence.read_scan`` by position, with A applied to every point; loads on access."""
 
     def __init__(self, sequence: SemanticKittiSequence, matrix: np.ndarray) -> None:
@@ -138,7 +138,7 @@ class MosDataset(Dataset):
         features = features_at(
             self.contract.grid,
             self.contract.motion,
-            _AugmentedScans(sequence, matrix),
+            AugmentedScans(sequence, matrix),
             poses,
             sequence.times,
             position,

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from kdmos_ros.io.semantickitti import KDMOS_IGNORE, SemanticKittiError, kdmos_labels, open_sequence
 from kdmos_ros.pipeline.window import finite_rows
-from kdmos_ros.train.data import AugmentConfig, _AugmentedScans, augmentation
+from kdmos_ros.train.data import AugmentConfig, AugmentedScans, augmentation
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class TeacherDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, item])
         matrix = augmentation(rng, self.augment) if self.augment is not None else np.eye(4)
         poses = matrix @ sequence.poses @ np.linalg.inv(matrix)
-        scans = _AugmentedScans(sequence, matrix)
+        scans = AugmentedScans(sequence, matrix)
         to_current = np.linalg.inv(poses[position])
 
         parts: list[np.ndarray] = []
