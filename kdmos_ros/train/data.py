@@ -12,7 +12,7 @@ by the same conjugation, so the scans stay aligned with each other and the motio
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,12 +84,76 @@ class Sample:
     labels: np.ndarray  # (M,) int64, KDMOS classes
 
 
-class MosDataset(Dataset):
-    """Every labelled scan of ``sequences`` under ``root``, as :class:`Sample` objects.
+@dataclass(frozen=True)
+class Window:
+    """What a sample needs of its scan: where it is, and the (augmented) scans and poses around it."""
 
-    Samples are keyed by (sequence, frame id), never by list position, so teacher logits and
-    evaluation results can be matched to them. ``min_moving_points`` drops scans with fewer moving
-    points (MotionBEV drops such frames to fight the class imbalance).
+    sequence_name: str
+    sequence: SemanticKittiSequence
+    position: int  # index of the scan in ``sequence.frames``
+    scans: AugmentedScans  # every scan of the sequence, read on access, with A applied
+    poses: np.ndarray  # (n, 4, 4) A·P·A⁻¹
+    rng: np.random.Generator  # drawn from (seed, epoch, item), after the augmentation
+
+    @property
+    def frame(self) -> int:
+        return self.sequence.frames[self.position]
+
+
+class LabelledScans(Dataset):
+    """Every labelled scan of ``sequences`` under ``root``, keyed by (sequence, frame id).
+
+    Keys are frame ids, never list positions, so teacher logits and evaluation results can be
+    matched to samples. ``keep(sequence, frame)`` may drop scans. Each item is drawn with its own
+    window augmentation, reproducible from (seed, epoch, item); subclasses turn a :class:`Window`
+    into their sample.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        sequences: Sequence[str],
+        augment: AugmentConfig | None = None,
+        seed: int = 0,
+        keep: Callable[[SemanticKittiSequence, int], bool] | None = None,
+    ) -> None:
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.sequences = {name: open_sequence(root, name) for name in sequences}
+        self.index: list[tuple[str, int]] = []
+        for name, sequence in self.sequences.items():
+            if not sequence.has_labels:
+                raise SemanticKittiError(
+                    f"{sequence.directory} lacks labels/ for some scans: cannot train on it"
+                )
+            self.index.extend(
+                (name, position)
+                for position, frame in enumerate(sequence.frames)
+                if keep is None or keep(sequence, frame)
+            )
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def set_epoch(self, epoch: int) -> None:
+        """New augmentations every epoch, reproducible from (seed, epoch, sample)."""
+        self.epoch = epoch
+
+    def window(self, item: int) -> Window:
+        name, position = self.index[item]
+        sequence = self.sequences[name]
+        rng = np.random.default_rng([self.seed, self.epoch, item])
+        matrix = augmentation(rng, self.augment) if self.augment is not None else np.eye(4)
+        poses = matrix @ sequence.poses @ np.linalg.inv(matrix)
+        return Window(name, sequence, position, AugmentedScans(sequence, matrix), poses, rng)
+
+
+class MosDataset(LabelledScans):
+    """Student samples (:class:`Sample`): the runtime features of each labelled scan.
+
+    ``min_moving_points`` drops scans with fewer moving points (MotionBEV drops such frames to
+    fight the class imbalance).
     """
 
     def __init__(
@@ -101,53 +165,28 @@ class MosDataset(Dataset):
         min_moving_points: int = 0,
         seed: int = 0,
     ) -> None:
+        def busy(sequence: SemanticKittiSequence, frame: int) -> bool:
+            raw = sequence.read_raw_labels(frame)
+            return int(np.count_nonzero(kdmos_labels(raw) == KDMOS_MOVING)) >= min_moving_points
+
+        super().__init__(root, sequences, augment, seed, busy if min_moving_points > 0 else None)
         self.contract = contract
-        self.augment = augment
-        self.seed = seed
-        self.epoch = 0
-        self.sequences = {name: open_sequence(root, name) for name in sequences}
-        self.index: list[tuple[str, int]] = []
-        for name, sequence in self.sequences.items():
-            if not sequence.has_labels:
-                raise SemanticKittiError(
-                    f"{sequence.directory} lacks labels/ for some scans: cannot train on it"
-                )
-            for position, frame in enumerate(sequence.frames):
-                if min_moving_points > 0:
-                    raw = sequence.read_raw_labels(frame)
-                    if int(np.count_nonzero(kdmos_labels(raw) == KDMOS_MOVING)) < min_moving_points:
-                        continue
-                self.index.append((name, position))
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def set_epoch(self, epoch: int) -> None:
-        """New augmentations every epoch, reproducible from (seed, epoch, sample)."""
-        self.epoch = epoch
 
     def __getitem__(self, item: int) -> Sample:
-        name, position = self.index[item]
-        sequence = self.sequences[name]
-        frame = sequence.frames[position]
-        matrix = np.eye(4)
-        if self.augment is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, item])
-            matrix = augmentation(rng, self.augment)
-        poses = matrix @ sequence.poses @ np.linalg.inv(matrix)
+        window = self.window(item)
         features = features_at(
             self.contract.grid,
             self.contract.motion,
-            AugmentedScans(sequence, matrix),
-            poses,
-            sequence.times,
-            position,
+            window.scans,
+            window.poses,
+            window.sequence.times,
+            window.position,
         )
-        semantic, _ = sequence.read_labels(frame)
+        semantic, _ = window.sequence.read_labels(window.frame)
         labels = kdmos_labels(semantic)[features.valid].astype(np.int64)
         return Sample(
-            sequence=name,
-            frame=frame,
+            sequence=window.sequence_name,
+            frame=window.frame,
             point_features=features.point_features,
             point_cells=features.point_cells,
             motion_bev=features.motion_bev[0],

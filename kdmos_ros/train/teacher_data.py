@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from kdmos_ros.io.semantickitti import KDMOS_IGNORE, SemanticKittiError, kdmos_labels, open_sequence
+from kdmos_ros.io.semantickitti import KDMOS_IGNORE, kdmos_labels
 from kdmos_ros.pipeline.window import finite_rows
-from kdmos_ros.train.data import AugmentConfig, AugmentedScans, augmentation
+from kdmos_ros.train.data import AugmentConfig, LabelledScans
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ class TeacherSample:
     current_finite: np.ndarray  # (N_scan,) bool: which rows of scan t's file are the first rows of points
 
 
-class TeacherDataset(Dataset):
+class TeacherDataset(LabelledScans):
     """Each labelled scan of ``sequences`` and up to ``num_scans − 1`` earlier scans, by (sequence, frame)."""
 
     def __init__(
@@ -51,34 +50,14 @@ class TeacherDataset(Dataset):
         max_points: int | None = None,
         seed: int = 0,
     ) -> None:
+        super().__init__(root, sequences, augment, seed)
         self.num_scans = num_scans
-        self.augment = augment
         self.max_points = max_points
-        self.seed = seed
-        self.epoch = 0
-        self.sequences = {name: open_sequence(root, name) for name in sequences}
-        self.index: list[tuple[str, int]] = []
-        for name, sequence in self.sequences.items():
-            if not sequence.has_labels:
-                raise SemanticKittiError(
-                    f"{sequence.directory} lacks labels/ for some scans: cannot train on it"
-                )
-            self.index.extend((name, position) for position in range(len(sequence.frames)))
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def set_epoch(self, epoch: int) -> None:
-        """New augmentations (and subsamples) every epoch, reproducible from (seed, epoch, sample)."""
-        self.epoch = epoch
 
     def __getitem__(self, item: int) -> TeacherSample:
-        name, position = self.index[item]
-        sequence = self.sequences[name]
-        rng = np.random.default_rng([self.seed, self.epoch, item])
-        matrix = augmentation(rng, self.augment) if self.augment is not None else np.eye(4)
-        poses = matrix @ sequence.poses @ np.linalg.inv(matrix)
-        scans = AugmentedScans(sequence, matrix)
+        window = self.window(item)
+        name, sequence, position, rng = window.sequence_name, window.sequence, window.position, window.rng
+        poses, scans = window.poses, window.scans
         to_current = np.linalg.inv(poses[position])
 
         parts: list[np.ndarray] = []
