@@ -124,7 +124,7 @@ def check_data(
             f"{root} has no sequences/ folder (expected ROOT/sequences/NN/velodyne/*.bin)"
         )
     names = (
-        [s.strip() for s in sequences.split(",") if s.strip()]
+        _sequence_names(sequences)
         if sequences
         else sorted(d.name for d in sequences_dir.iterdir() if (d / "velodyne").is_dir())
     )
@@ -332,7 +332,16 @@ def viz(
     console.print(f"{out}: frame {scan} of {sequence_dir}, {len(points):,} points ({moving:,} moving)")
 
 
-def _sequence_names(root: Path, sequences: str) -> list[str]:
+def _need_train_extra(command: str, modules: tuple[str, ...] = ("torch",)) -> None:
+    """One line naming the install command when the ``train`` extra is missing."""
+    missing = [name for name in modules if util.find_spec(name) is None]
+    if missing:
+        raise KdmosError(
+            f"kdmos {command} needs {' and '.join(missing)}: pip install torch==2.13.0 -e '.[train]'"
+        )
+
+
+def _sequence_names(sequences: str) -> list[str]:
     names = [s.strip() for s in sequences.split(",") if s.strip()]
     if not names:
         raise KdmosError("--sequences is empty; give e.g. 08 or 00,01")
@@ -365,7 +374,7 @@ def evaluate_command(
     from kdmos_ros.io.semantickitti import open_sequence
     from kdmos_ros.pipeline.segmenter import MotionSegmenter
 
-    names = _sequence_names(data_root, sequences)
+    names = _sequence_names(sequences)
     total = sum(len(open_sequence(data_root, name)) for name in names)
     quiet = (lambda _: None) if json_output else console.print
     segmenter = MotionSegmenter.from_path(model, provider=provider, log=quiet)
@@ -448,8 +457,7 @@ def export(
     Without --checkpoint the weights are random (seed 0) and the contract says "trained": false: the
     node can start before a model is trained, its labels just mean nothing yet.
     """
-    if util.find_spec("torch") is None or util.find_spec("onnx") is None:
-        raise KdmosError("kdmos export needs torch and onnx: pip install torch==2.13.0 -e '.[train]'")
+    _need_train_extra("export", ("torch", "onnx"))
     if out.is_dir():
         raise KdmosError(f"{out} is a directory; --out takes the ONNX file to write")
     if out.exists() and not force:
@@ -504,16 +512,9 @@ train_app = typer.Typer(
 )
 app.add_typer(train_app, name="train")
 
-_TRAIN_INSTALL_HINT = "pip install torch==2.13.0 -e '.[train]'"
-
-
-def _need_torch(command: str) -> None:
-    if util.find_spec("torch") is None:
-        raise KdmosError(f"kdmos train {command} needs torch: {_TRAIN_INSTALL_HINT}")
-
 
 def _run_training(kind: str, config_path: Path, resume: bool, out: Path | None) -> None:
-    _need_torch(kind)
+    _need_train_extra(f"train {kind}")
     from kdmos_ros.train.config import load_config
     from kdmos_ros.train.trainer import Trainer
 
@@ -579,7 +580,7 @@ def train_dump_logits(
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
 ) -> None:
     """Store the teacher's per-point logits (float16) of every training scan, keyed by sequence and frame."""
-    _need_torch("dump-logits")
+    _need_train_extra("train dump-logits")
     from rich.progress import Progress
 
     from kdmos_ros.train.config import load_config
