@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import array
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -439,6 +439,37 @@ def points_to_cloud(
     )
 
 
+def select_points(cloud: EncodedCloud, mask: Any) -> EncodedCloud:
+    """The points of ``cloud`` where ``mask`` is true, in input order, as an unorganised cloud.
+
+    Every field is kept byte for byte (the node publishes the moving and the static points of a
+    labelled cloud this way). ``height`` becomes 1 and ``width`` the number of points selected;
+    ``is_dense`` is true when every selected x, y and z is finite.
+    """
+    n = cloud.height * cloud.width
+    keep = np.asarray(mask)
+    if keep.dtype != np.bool_ or keep.shape != (n,):
+        raise PointCountMismatchError(
+            f"mask must be a boolean array of shape ({n},) for this cloud, got {keep.dtype} {keep.shape}"
+        )
+    rows = np.asarray(cloud.data, dtype=np.uint8).reshape(cloud.height, cloud.row_step)
+    points = rows[:, : cloud.width * cloud.point_step].reshape(n, cloud.point_step)
+    chosen = np.ascontiguousarray(points[keep])
+    selected = EncodedCloud(
+        header=cloud.header,
+        height=1,
+        width=int(chosen.shape[0]),
+        fields=cloud.fields,
+        is_bigendian=cloud.is_bigendian,
+        point_step=cloud.point_step,
+        row_step=int(chosen.shape[0]) * cloud.point_step,
+        data=chosen.reshape(-1),
+        is_dense=True,
+    )
+    xyz = decode(selected)[:, :3]
+    return replace(selected, is_dense=bool(np.isfinite(xyz).all()))
+
+
 def as_byte_array(data: np.ndarray) -> array.array:
     """``data`` as ``array.array('B')``, the type rclpy's PointCloud2 checks ``data`` against.
 
@@ -516,6 +547,7 @@ __all__ = [
     "encode",
     "point_count",
     "points_to_cloud",
+    "select_points",
     "to_message",
     "to_rosbags",
     "to_structured",

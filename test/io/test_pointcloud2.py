@@ -562,3 +562,37 @@ def test_empty_cloud() -> None:
         is_dense=True,
     )
     assert pc2.decode(cdr_roundtrip(bare)).shape == (0, 4)
+
+
+# --- subsets --------------------------------------------------------------------------------------
+
+
+def test_select_points_keeps_every_byte_of_the_chosen_points_in_order() -> None:
+    rng = np.random.default_rng(11)
+    points = random_points(OUSTER_FIELDS, 48, 6 * 8, rng)
+    points["x"][[5, 17]] = np.nan
+    cloud = make_cloud(OUSTER_FIELDS, 48, points, height=6, row_padding=12, is_dense=False)
+    labels, prob = labels_and_prob(48, rng)
+    encoded = pc2.encode(cloud, labels, prob)
+    keep = labels == 1
+    keep[5] = True  # a NaN point selected makes the subset not dense
+    subset = pc2.select_points(encoded, keep)
+    out = cdr_roundtrip(pc2.to_rosbags(subset, TS))
+    assert (out.height, out.width) == (1, int(keep.sum()))
+    assert out.header.frame_id == cloud.header.frame_id
+    assert [f.name for f in out.fields] == [f.name for f in encoded.fields]
+    np.testing.assert_array_equal(point_bytes_of(out), point_bytes_of(pc2.to_rosbags(encoded, TS))[keep])
+    np.testing.assert_array_equal(field_values(out, "label"), labels[keep])
+    assert out.is_dense is False
+    finite_only = pc2.select_points(encoded, keep & np.isfinite(pc2.decode(cloud)[:, 0]))
+    assert finite_only.is_dense is True
+    empty = pc2.select_points(encoded, np.zeros(48, bool))
+    assert empty.width == 0 and empty.data.size == 0 and pc2.decode(empty).shape == (0, 4)
+
+
+def test_select_points_refuses_a_mask_of_the_wrong_shape_or_type() -> None:
+    cloud = pc2.points_to_cloud(np.zeros((4, 4), np.float32), make_header())
+    with pytest.raises(pc2.PointCountMismatchError, match=r"shape \(4,\)"):
+        pc2.select_points(cloud, np.ones(3, bool))
+    with pytest.raises(pc2.PointCountMismatchError, match="boolean"):
+        pc2.select_points(cloud, np.ones(4, np.uint8))
