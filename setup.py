@@ -52,7 +52,9 @@ setup(
     extras_require={
         # Install torch first as torch==2.13.0 (README): a bare range would pull the CUDA build.
         "train": ["torch>=2.1", "onnx>=1.15", "matplotlib>=3.5", "tensorboard>=2.10"],
-        "test": ["pytest>=7", "onnx>=1.15", "colcon-common-extensions", "ruff>=0.17,<0.18"],
+        # Built-in LiDAR odometry (KISS-ICP) for robots and bags without odometry of their own.
+        "odometry": ["kiss-icp>=1.0"],
+        "test": ["pytest>=7", "onnx>=1.15", "colcon-common-extensions", "ruff>=0.17,<0.18", "kiss-icp>=1.0"],
     },
     zip_safe=True,
     entry_points={
