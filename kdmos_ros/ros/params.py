@@ -1,0 +1,267 @@
+"""The node's parameters as plain data: names, defaults, descriptions, ranges, and their checks.
+
+``node.py`` turns each :class:`ParamSpec` into ``declare_parameter(name, default,
+ParameterDescriptor(...))`` (so ``ros2 param describe`` shows the description and range, and rclpy
+itself refuses out-of-range values); :func:`settings_from` and :meth:`NodeSettings.updated` check
+the values again here, choices included, so the same rules hold without rclpy and in CI.
+
+Parameters marked ``dynamic`` can be changed at run time (``ros2 param set``); the others are read
+once at start and declared read-only, because changing them means a new model, a new subscription
+or a new pose source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from kdmos_ros.errors import KdmosError
+from kdmos_ros.paths import share_dir
+
+#: Where pose_source can get odom ← LiDAR from; see kdmos_ros.ros.poses.
+POSE_SOURCES = ("tf", "odometry", "lidar", "static", "none")
+#: ONNX Runtime execution providers (kdmos_ros.pipeline.runner.PROVIDERS), "auto" = fastest available.
+PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
+#: The shipped model, relative to the package's share directory (also `kdmos bench`'s default).
+DEFAULT_MODEL = Path("models") / "kdmos_lite.onnx"
+
+
+class ParameterError(KdmosError):
+    """A parameter value the node cannot work with (wrong type, out of range, not a choice)."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter. ``limits`` are inclusive; ``choices`` restrict a string."""
+
+    name: str
+    default: bool | int | float | str
+    description: str
+    dynamic: bool = False
+    limits: tuple[float, float] | None = None
+    choices: tuple[str, ...] = ()
+
+    @property
+    def constraints(self) -> str:
+        """Human-readable constraints (ParameterDescriptor.additional_constraints)."""
+        parts = []
+        if self.choices:
+            parts.append("one of: " + ", ".join(self.choices))
+        if self.limits is not None:
+            parts.append(f"from {self.limits[0]:g} to {self.limits[1]:g}")
+        parts.append("changeable at run time" if self.dynamic else "read at start only")
+        return "; ".join(parts)
+
+    def check(self, value: Any) -> bool | int | float | str:
+        """``value`` converted to this parameter's type, or :class:`ParameterError` saying why not."""
+        kind = type(self.default)
+        if kind is bool:
+            ok = isinstance(value, bool)
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind is float:
+            # ROS stores 1 and 1.0 as different types; a YAML or CLI '1' for a double is a common slip.
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise ParameterError(
+                f"parameter {self.name!r} must be a {kind.__name__}, got {value!r} ({type(value).__name__})"
+            )
+        value = kind(value)
+        if self.choices and value not in self.choices:
+            raise ParameterError(
+                f"parameter {self.name!r} is {value!r}; choose one of {', '.join(self.choices)}"
+            )
+        if self.limits is not None and not self.limits[0] <= value <= self.limits[1]:
+            raise ParameterError(
+                f"parameter {self.name!r} is {value}; it must lie in [{self.limits[0]:g}, {self.limits[1]:g}]"
+            )
+        return value
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "model_path",
+        "",
+        "ONNX model exported by `kdmos export` (its contract is embedded). Empty: the shipped model, "
+        "share/kdmos_ros/models/kdmos_lite.onnx.",
+    ),
+    ParamSpec(
+        "provider",
+        "auto",
+        "ONNX Runtime execution provider. auto takes the fastest available (TensorRT, CUDA, CPU); "
+        "naming one that is not installed stops the node at start.",
+        choices=PROVIDER_CHOICES,
+    ),
+    ParamSpec(
+        "inference_threads",
+        0,
+        "CPU threads ONNX Runtime may use (0: its default, every core). Lower it when the robot "
+        "needs cores for other nodes.",
+        limits=(0, 256),
+    ),
+    ParamSpec(
+        "pose_source",
+        "tf",
+        "Where the pose of the LiDAR (fixed_frame <- cloud frame) comes from: tf (TF at the cloud's "
+        "stamp), odometry (nav_msgs/Odometry on 'odom' composed with the static TF from its "
+        "child_frame_id to the cloud frame), lidar (built-in KISS-ICP LiDAR odometry, needs "
+        "kiss-icp), static (the sensor does not move, e.g. a roadside LiDAR), none (every scan alone: "
+        "no motion cues from past scans).",
+        choices=POSE_SOURCES,
+    ),
+    ParamSpec(
+        "fixed_frame",
+        "odom",
+        "Frame the scans are aligned in when pose_source is tf. Use a continuous frame (odom), "
+        "never map: loop closures make map jump, and a jump looks like motion.",
+    ),
+    ParamSpec(
+        "scan_rate",
+        10.0,
+        "Nominal scan rate of the LiDAR in Hz (spin rate). The model compares scans a fixed number "
+        "of periods apart, and diagnostics expect this input rate.",
+        limits=(1.0, 100.0),
+    ),
+    ParamSpec(
+        "max_gap",
+        0.5,
+        "Seconds between two scans beyond which the past scans are forgotten (the window starts "
+        "over, as after a sensor dropout).",
+        limits=(0.05, 10.0),
+    ),
+    ParamSpec(
+        "odom_max_gap",
+        0.2,
+        "pose_source odometry: longest gap between two odometry messages that is interpolated "
+        "across, and how far past the newest one a pose is extrapolated (seconds).",
+        limits=(0.01, 5.0),
+    ),
+    ParamSpec(
+        "lidar_max_range",
+        100.0,
+        "pose_source lidar: farthest points (m) the LiDAR odometry registers.",
+        limits=(1.0, 1000.0),
+    ),
+    ParamSpec(
+        "lidar_min_range",
+        0.0,
+        "pose_source lidar: nearest points (m) the LiDAR odometry registers; raise it to drop "
+        "returns from the vehicle itself.",
+        limits=(0.0, 100.0),
+    ),
+    ParamSpec(
+        "moving_threshold",
+        0.5,
+        "A point is labelled moving (1) when its moving probability is at least this, else static "
+        "(0). Lower finds more moving points, higher fewer false ones.",
+        dynamic=True,
+        limits=(0.0, 1.0),
+    ),
+    ParamSpec(
+        "max_scan_age",
+        0.5,
+        "Scans older than this (node clock minus the cloud's stamp, seconds) are dropped instead of "
+        "labelled late. 0 disables the check (e.g. a bag played without --clock).",
+        dynamic=True,
+        limits=(0.0, 3600.0),
+    ),
+    ParamSpec(
+        "tf_timeout",
+        0.1,
+        "Longest wall time (seconds) a scan waits for its transform or odometry (in the processing "
+        "thread; callbacks keep running). A newer scan ends the wait at once.",
+        dynamic=True,
+        limits=(0.0, 2.0),
+    ),
+    ParamSpec(
+        "publish_moving",
+        True,
+        "Publish ~/moving_points (built only while someone subscribes).",
+        dynamic=True,
+    ),
+    ParamSpec(
+        "publish_static",
+        True,
+        "Publish ~/static_points (built only while someone subscribes).",
+        dynamic=True,
+    ),
+    ParamSpec(
+        "static_includes_unknown",
+        True,
+        "~/static_points also carries the finite points the network cannot label (outside its "
+        "range, label 255): what a mapper wants is 'everything but the moving points'. False keeps "
+        "only points labelled static.",
+        dynamic=True,
+    ),
+)
+
+SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Every parameter's current value (field names are the parameter names)."""
+
+    model_path: str = ""
+    provider: str = "auto"
+    inference_threads: int = 0
+    pose_source: str = "tf"
+    fixed_frame: str = "odom"
+    scan_rate: float = 10.0
+    max_gap: float = 0.5
+    odom_max_gap: float = 0.2
+    lidar_max_range: float = 100.0
+    lidar_min_range: float = 0.0
+    moving_threshold: float = 0.5
+    max_scan_age: float = 0.5
+    tf_timeout: float = 0.1
+    publish_moving: bool = True
+    publish_static: bool = True
+    static_includes_unknown: bool = True
+
+    def updated(self, changes: Mapping[str, Any]) -> NodeSettings:
+        """These settings with ``changes`` applied, all or none; only dynamic parameters may change."""
+        checked = {}
+        for name, value in changes.items():
+            spec = SPECS.get(name)
+            if spec is None:
+                raise ParameterError(f"unknown parameter {name!r}")
+            if not spec.dynamic:
+                raise ParameterError(
+                    f"parameter {name!r} is read at start only; restart the node to change it"
+                )
+            checked[name] = spec.check(value)
+        return replace(self, **checked)
+
+    @property
+    def scan_period(self) -> float:
+        return 1.0 / self.scan_rate
+
+
+def settings_from(values: Mapping[str, Any]) -> NodeSettings:
+    """Checked settings from parameter values (missing ones take their defaults)."""
+    unknown = sorted(set(values) - set(SPECS))
+    if unknown:
+        raise ParameterError(f"unknown parameter(s) {', '.join(unknown)}")
+    checked = {name: spec.check(values.get(name, spec.default)) for name, spec in SPECS.items()}
+    settings = NodeSettings(**checked)
+    if settings.pose_source == "lidar" and settings.lidar_min_range >= settings.lidar_max_range:
+        raise ParameterError(
+            f"lidar_min_range ({settings.lidar_min_range:g} m) must be below lidar_max_range "
+            f"({settings.lidar_max_range:g} m)"
+        )
+    if settings.pose_source == "tf" and not settings.fixed_frame.strip("/"):
+        raise ParameterError("fixed_frame is empty; pose_source tf needs a frame to align scans in (odom)")
+    return settings
+
+
+def model_file(settings: NodeSettings) -> Path:
+    """The ONNX file to load: ``model_path``, or the shipped model when it is empty."""
+    if settings.model_path:
+        return Path(settings.model_path).expanduser()
+    share = share_dir()
+    return (share / DEFAULT_MODEL) if share is not None else DEFAULT_MODEL
