@@ -60,6 +60,8 @@ setup(
     entry_points={
         "console_scripts": [
             "kdmos = kdmos_ros.cli:main",
+            # The ROS 2 node (ros2 run kdmos_ros kdmos_node); needs rclpy, i.e. a sourced ROS 2.
+            "kdmos_node = kdmos_ros.ros.entry:main",
         ],
     },
 )

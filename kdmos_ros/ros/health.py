@@ -170,12 +170,12 @@ class NodeHealth:
             self._trim(now)
         return lines
 
-    def internal_error(self, message: str, now: float) -> list[str]:
-        """A bug hit while processing (the node keeps going); the throttled line to log."""
+    def report(self, key: str, message: str, now: float) -> list[str]:
+        """A problem outside a scan (a bad odometry message, a bug while processing); lines to log."""
         with self._lock:
-            self.counts["internal_errors"] += 1
+            self.counts[f"problem.{key}"] += 1
             self._problems.append((now, message))
-            line = self._throttle.filter("internal_error", message, now)
+            line = self._throttle.filter(key, message, now)
         return [line] if line is not None else []
 
     def _trim(self, now: float) -> None:

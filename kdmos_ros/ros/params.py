@@ -20,6 +20,15 @@ from typing import Any
 from kdmos_ros.errors import KdmosError
 from kdmos_ros.paths import share_dir
 
+#: The node's name and topics. Relative names are remappable (``points:=/velodyne_points``); ``~/``
+#: is the node's own namespace, so the outputs are /kdmos_node/labeled_points etc.
+NODE_NAME = "kdmos_node"
+CLOUD_TOPIC = "points"
+ODOM_TOPIC = "odom"
+LABELED_TOPIC = "~/labeled_points"
+MOVING_TOPIC = "~/moving_points"
+STATIC_TOPIC = "~/static_points"
+
 #: Where pose_source can get odom ← LiDAR from; see kdmos_ros.ros.poses.
 POSE_SOURCES = ("tf", "odometry", "lidar", "static", "none")
 #: ONNX Runtime execution providers (kdmos_ros.pipeline.runner.PROVIDERS), "auto" = fastest available.

@@ -20,6 +20,7 @@ from kdmos_ros.sim.classes import SURFACE_INDEX
 
 __all__ = [
     "BeamBlock",
+    "DriverDefaults",
     "IntensityModel",
     "SensorError",
     "SensorPreset",
@@ -56,6 +57,16 @@ class IntensityModel(BaseModel):
     sd: float = Field(ge=0.0, le=1.0)
 
 
+class DriverDefaults(BaseModel):
+    """How the sensor's usual ROS 2 driver publishes its clouds (read by the launch files, not the
+    simulator): ``kdmos.launch.py sensor:=vlp16`` subscribes this topic and sets the node's
+    ``scan_rate`` from the preset's ``rate_hz``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cloud_topic: str = Field(min_length=1)
+
+
 class SensorPreset(BaseModel):
     """One spinning LiDAR: its beams, azimuth grid, range limits, noise and intensity model.
 
@@ -81,6 +92,7 @@ class SensorPreset(BaseModel):
     intensity_range_falloff: float = Field(ge=0.0, le=1.0)
     intensity_noise: float = Field(ge=0.0, le=1.0)
     intensity: dict[str, IntensityModel]
+    ros: DriverDefaults | None = None
 
     @model_validator(mode="after")
     def _check(self) -> SensorPreset:

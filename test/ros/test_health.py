@@ -125,8 +125,14 @@ def test_stale_drops_count_and_a_wrong_scan_rate_is_reported() -> None:
     assert summary.level == WARN and "arrive at 19.8 Hz but scan_rate is 10 Hz" in summary.message
 
 
-def test_internal_errors_are_throttled_and_counted() -> None:
+def test_problems_outside_scans_are_throttled_counted_and_shown() -> None:
     health = new_health()
-    assert health.internal_error("processing failed: boom", 0.0) == ["processing failed: boom"]
-    assert health.internal_error("processing failed: boom", 1.0) == []
-    assert health.counts["internal_errors"] == 2
+    assert health.report("internal_error", "processing failed: boom", 0.0) == ["processing failed: boom"]
+    assert health.report("internal_error", "processing failed: boom", 1.0) == []
+    assert health.report("bad_odometry", "odometry rejected: NaN", 1.5) == ["odometry rejected: NaN"]
+    assert health.counts["problem.internal_error"] == 2
+    health.received(1.6, replaced=False)
+    health.observe(labelled(), 1.7)
+    summary = health.summary(2.0, 0.5)
+    assert summary.level == WARN and "3 problem(s)" in summary.message
+    assert dict(summary.values)["last_problem"] == "odometry rejected: NaN"

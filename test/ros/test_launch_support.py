@@ -1,0 +1,69 @@
+"""What the launch files compute from their arguments; the sensor presets' ROS section."""
+
+from __future__ import annotations
+
+import pytest
+
+from kdmos_ros.errors import KdmosError
+from kdmos_ros.ros.launch_support import launch_bool, node_launch
+from kdmos_ros.sim.sensors import load_sensor, preset_names
+
+
+def test_defaults_leave_everything_to_the_params_file() -> None:
+    launch = node_launch()
+    assert launch.remappings == []
+    assert launch.parameters == {"use_sim_time": False}
+    assert launch.rviz_fixed_frame == "odom"
+
+
+def test_arguments_become_remappings_and_overrides() -> None:
+    launch = node_launch(
+        cloud_topic="/lidar/top",
+        model="/opt/m.onnx",
+        pose_source="odometry",
+        fixed_frame="odom_lidar",
+        use_sim_time="True",
+        odom_topic="/odometry/filtered",
+    )
+    assert launch.remappings == [("points", "/lidar/top"), ("odom", "/odometry/filtered")]
+    assert launch.parameters == {
+        "use_sim_time": True,
+        "model_path": "/opt/m.onnx",
+        "pose_source": "odometry",
+        "fixed_frame": "odom_lidar",
+    }
+    assert launch.rviz_fixed_frame == "odom_lidar"
+
+
+def test_sensor_preset_gives_topic_and_rate_unless_the_topic_is_given() -> None:
+    launch = node_launch(sensor="os1-128")
+    assert launch.remappings == [("points", "/ouster/points")]
+    assert launch.parameters["scan_rate"] == 10.0
+    assert node_launch(sensor="vlp16", cloud_topic="/front/points").remappings == [
+        ("points", "/front/points")
+    ]
+
+
+def test_every_shipped_preset_names_its_driver_topic() -> None:
+    names = preset_names()
+    assert {"hdl64", "vlp32", "vlp16", "os1-128"} <= set(names)
+    for name in names:
+        preset = load_sensor(name)
+        assert preset.ros is not None and preset.ros.cloud_topic.startswith("/"), name
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"pose_source": "gps"}, "choose one of tf, odometry"),
+        ({"use_sim_time": "maybe"}, "use_sim_time must be true or false"),
+        ({"sensor": "hdl65"}, "unknown sensor 'hdl65'"),
+    ],
+)
+def test_bad_arguments_fail_with_a_message(kwargs: dict, match: str) -> None:
+    with pytest.raises(KdmosError, match=match):
+        node_launch(**kwargs)
+
+
+def test_launch_bool() -> None:
+    assert launch_bool("TRUE") is True and launch_bool("0") is False
