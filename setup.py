@@ -43,7 +43,7 @@ setup(
         "setuptools",
         "numpy>=1.21",
         "onnxruntime>=1.16",
-        "rosbags>=0.10",
+        "rosbags>=0.11",  # 0.11: Writer(version=..., storage_plugin=MCAP)
         "typer>=0.12",
         "rich>=13",
         "pydantic>=2",

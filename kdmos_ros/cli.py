@@ -435,6 +435,110 @@ def predict(
     console.print(f"{len(sequence)} prediction files written to {target}")
 
 
+@app.command("label-bag")
+def label_bag_command(
+    input_bag: Annotated[
+        Path, typer.Argument(help="ROS 1 .bag, or ROS 2 bag (its directory, .mcap or .db3 file).")
+    ],
+    output_bag: Annotated[
+        Path, typer.Argument(help="ROS 2 bag directory to write (like ros2 bag record -o OUT).")
+    ],
+    topic: Annotated[str, typer.Option("--topic", "-t", help="PointCloud2 topic to label.")],
+    pose_source: Annotated[
+        str,
+        typer.Option(
+            "--pose-source",
+            help="tf (the bag's /tf + /tf_static), odometry (--odom-topic), lidar (built-in KISS-ICP) "
+            "or none (a sensor that does not move).",
+        ),
+    ] = "tf",
+    fixed_frame: Annotated[
+        str, typer.Option("--fixed-frame", help="Continuous frame for tf poses (odom, never map).")
+    ] = "odom",
+    odom_topic: Annotated[
+        str, typer.Option("--odom-topic", help="nav_msgs/Odometry topic for --pose-source odometry.")
+    ] = "/odom",
+    model: Annotated[
+        Path | None, typer.Option("--model", "-m", help="ONNX model (default: the shipped lite model).")
+    ] = None,
+    provider: Annotated[str, typer.Option(help="auto, tensorrt, cuda or cpu.")] = "auto",
+    keep_original: Annotated[
+        bool, typer.Option("--keep-original", help="Copy every topic of the input bag too.")
+    ] = False,
+    storage: Annotated[str, typer.Option("--storage", help="mcap or sqlite3.")] = "mcap",
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite OUTPUT_BAG if it exists.")] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the summary to this file.")
+    ] = None,
+) -> None:
+    """Label every cloud of a recorded bag into a new ROS 2 bag (no ROS needed).
+
+    Writes TOPIC/labeled: each input cloud, same header and point order, plus label (0 static,
+    1 moving, 255 unknown) and moving_prob. Scans without a pose are written with label 255 and
+    counted as skipped, with the reason.
+    """
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from kdmos_ros.label_bag import label_bag
+    from kdmos_ros.pipeline.segmenter import MotionSegmenter
+
+    model_path = model or _default_model()
+    if not model_path.is_file():
+        raise KdmosError(f"model file not found: {model_path}")
+
+    def segmenter(scan_period: float) -> MotionSegmenter:
+        log = console.print
+        return MotionSegmenter.from_path(model_path, provider=provider, log=log, scan_period=scan_period)
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=error_console, transient=True) as progress:
+        task = progress.add_task(f"labelling {topic}", total=None)
+        summary = label_bag(
+            input_bag,
+            output_bag,
+            topic,
+            segmenter,
+            pose_source=pose_source,
+            fixed_frame=fixed_frame,
+            odom_topic=odom_topic,
+            keep_original=keep_original,
+            force=force,
+            storage=storage,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    figures = summary.to_dict()
+    table = Table(title=f"kdmos label-bag: {summary.labeled_topic} ({pose_source} poses)", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    counts = f"{summary.scans:,} read, {summary.labelled:,} labelled, {summary.written:,} written"
+    table.add_row("scans", counts)
+    moving = f"{100 * summary.moving_fraction:.2f} % of {summary.valid_points:,} labelled points"
+    table.add_row("moving", moving)
+    if summary.latencies:
+        table.add_row(
+            "latency",
+            f"median {figures['latency_median_ms']:.1f} ms, p95 {figures['latency_p95_ms']:.1f} ms "
+            "(decode, segment, encode)",
+        )
+    if summary.odometry_latencies:
+        table.add_row(
+            "LiDAR odometry",
+            f"median {figures['odometry_median_ms']:.1f} ms, p95 {figures['odometry_p95_ms']:.1f} ms",
+        )
+    for reason, count in summary.skipped.items():
+        table.add_row("skipped", f"{count:,}: {reason} (first: {summary.skip_examples[reason]})")
+    if summary.window_resets:
+        table.add_row("window restarts", str(summary.window_resets))
+    if summary.copied:
+        table.add_row("copied", f"{summary.copied:,} original messages")
+    console.print(table)
+    console.print(f"written to {output_bag}", highlight=False, soft_wrap=True)
+    if json_out is not None:
+        json_out.write_text(json.dumps(figures, indent=2) + "\n")
+
+
 @app.command()
 def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],

@@ -140,14 +140,8 @@ class TfTree:
             pose = self._edge(child, stamp) @ pose
         return pose
 
-    def lookup(self, target_frame: str, source_frame: str, stamp: float) -> np.ndarray:
-        """``target ← source`` at ``stamp`` seconds: maps points from ``source_frame`` into ``target_frame``.
-
-        For a LiDAR pose in the odom frame: ``lookup("odom", cloud.header.frame_id, stamp)``.
-        """
-        target, source = normalize_frame(target_frame), normalize_frame(source_frame)
-        if target == source:
-            return np.eye(4)
+    def _paths(self, target: str, source: str) -> tuple[list[str], list[str]]:
+        """The chains from ``source`` and from ``target`` up to their common ancestor (included)."""
         frames = self.frames
         for frame, role in ((target, "target"), (source, "source")):
             if frame not in frames:
@@ -161,6 +155,23 @@ class TfTree:
                 f"frames {target!r} and {source!r} are not connected: {target!r} belongs to the tree "
                 f"rooted at {target_chain[-1]!r}, {source!r} to the one rooted at {source_chain[-1]!r}"
             )
-        common_from_source = self._to_ancestor(source_chain[: source_chain.index(common) + 1], stamp)
-        common_from_target = self._to_ancestor(target_chain[: target_chain.index(common) + 1], stamp)
+        return source_chain[: source_chain.index(common) + 1], target_chain[: target_chain.index(common) + 1]
+
+    def check(self, target_frame: str, source_frame: str) -> None:
+        """Raise :class:`TfLookupError` unless both frames exist and are connected (at some time)."""
+        target, source = normalize_frame(target_frame), normalize_frame(source_frame)
+        if target != source:
+            self._paths(target, source)
+
+    def lookup(self, target_frame: str, source_frame: str, stamp: float) -> np.ndarray:
+        """``target ← source`` at ``stamp`` seconds: maps points from ``source_frame`` into ``target_frame``.
+
+        For a LiDAR pose in the odom frame: ``lookup("odom", cloud.header.frame_id, stamp)``.
+        """
+        target, source = normalize_frame(target_frame), normalize_frame(source_frame)
+        if target == source:
+            return np.eye(4)
+        source_path, target_path = self._paths(target, source)
+        common_from_source = self._to_ancestor(source_path, stamp)
+        common_from_target = self._to_ancestor(target_path, stamp)
         return invert_pose(common_from_target) @ common_from_source
