@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -51,6 +53,12 @@ def test_package_xml_declares_the_runtime_and_test_dependencies() -> None:
         "geometry_msgs",
         "tf2_ros_py",
         "diagnostic_updater",
+        "diagnostic_msgs",
+        "rcl_interfaces",
+        "launch",
+        "launch_ros",
+        "rviz2",
+        "ros2bag",
         "python3-numpy",
     } <= exec_deps
     assert {"launch_testing", "launch_testing_ros", "python3-pytest"} <= test_deps
@@ -88,3 +96,24 @@ def test_colcon_build_installs_share_files_and_ament_marker(tmp_path: Path) -> N
     assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / "kdmos_ros").is_file()
     # `ros2 run kdmos_ros kdmos` looks for executables in lib/<package>.
     assert (prefix / "lib" / "kdmos_ros" / "kdmos").is_file()
+    # `ros2 run kdmos_ros kdmos_node` runs this script; without ROS it must say so in one line.
+    node = prefix / "lib" / "kdmos_ros" / "kdmos_node"
+    assert node.is_file() and os.access(node, os.X_OK)
+    if importlib.util.find_spec("rclpy") is None:
+        site = next((prefix / "lib").glob("python3*/site-packages"))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+        run = subprocess.run([str(node)], env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert run.returncode == 1 and "rclpy is not importable" in run.stderr, run.stderr
+    for name in (
+        "launch/kdmos.launch.py",
+        "launch/kdmos_bag.launch.py",
+        "config/kdmos.yaml",
+        "config/kdmos.rviz",
+    ):
+        assert (share / name).is_file(), name
+    assert sorted(p.name for p in (share / "config" / "sensors").glob("*.yaml")) == [
+        "hdl64.yaml",
+        "os1-128.yaml",
+        "vlp16.yaml",
+        "vlp32.yaml",
+    ]
