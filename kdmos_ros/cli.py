@@ -199,6 +199,9 @@ def bench(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the figures to this file.")
     ] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also draw a latency histogram per stage into this PNG.")
+    ] = None,
 ) -> None:
     """Time the online path per stage (decode, window, features, inference, labels, encode).
 
@@ -216,6 +219,10 @@ def bench(
         data = default_data()
         if data is None:
             raise KdmosError("no --data given and the real KITTI scans (../shared/data/kitti00) are not here")
+    if plot is not None:
+        from kdmos_ros.plots import require_matplotlib
+
+        require_matplotlib()
     seq = _open_data(data, sequence)
     segmenter = MotionSegmenter.from_path(model or _default_model(), provider=provider, log=console.print)
     segmenter.runner.warmup()
@@ -239,6 +246,12 @@ def bench(
     if json_out is not None:
         json_out.write_text(json.dumps(summary, indent=2) + "\n")
         console.print(f"figures written to {json_out}")
+    if plot is not None:
+        from kdmos_ros.plots import latency_histogram_png
+
+        title = f"{Path(result.model).name} on {summary['provider']}, {summary['scans']} scans"
+        latency_histogram_png(result.samples, plot, title)
+        console.print(f"latency histograms written to {plot}")
 
 
 @app.command()
@@ -359,6 +372,10 @@ def evaluate_command(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Folder for report.json and the PNG figures.")
     ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Folder for the figures only: confusion.png and scan_iou.png."),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON only.")] = False,
 ) -> None:
     """Moving-object IoU with the SemanticKITTI-MOS protocol, scan by scan through the node's pipeline.
@@ -375,6 +392,10 @@ def evaluate_command(
     from kdmos_ros.pipeline.segmenter import MotionSegmenter
 
     names = _sequence_names(sequences)
+    if out is not None or plot is not None:
+        from kdmos_ros.plots import require_matplotlib
+
+        require_matplotlib()
     total = sum(len(open_sequence(data_root, name)) for name in names)
     quiet = (lambda _: None) if json_output else console.print
     segmenter = MotionSegmenter.from_path(model, provider=provider, log=quiet)
@@ -400,15 +421,25 @@ def evaluate_command(
                 style="bold" if name == "all" else None,
             )
         console.print(table)
+    # --out is report.json plus the --plot figures, under the same names.
     if out is not None:
-        from kdmos_ros.plots import confusion_png, scan_iou_png
-
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
-        confusion_png(report.matrix.matrix, ("static", "moving"), out / "confusion.png", f"{model.name}")
-        curves = {r.name: (r.frames, r.scan_iou) for r in report.sequences}
-        scan_iou_png(curves, out / "scan_iou.png", f"{model.name}: moving IoU per scan")
+        _eval_figures(report, model.name, out)
         quiet(f"report.json, confusion.png and scan_iou.png written to {out}")
+    if plot is not None and plot != out:
+        plot.mkdir(parents=True, exist_ok=True)
+        _eval_figures(report, model.name, plot)
+        quiet(f"confusion.png and scan_iou.png written to {plot}")
+
+
+def _eval_figures(report, model_name: str, folder: Path) -> None:
+    """confusion.png and scan_iou.png of an evaluation report, into ``folder``."""
+    from kdmos_ros.plots import confusion_png, scan_iou_png
+
+    confusion_png(report.matrix.matrix, ("static", "moving"), folder / "confusion.png", model_name)
+    curves = {r.name: (r.frames, r.scan_iou) for r in report.sequences}
+    scan_iou_png(curves, folder / "scan_iou.png", f"{model_name}: moving IoU per scan")
 
 
 @app.command()

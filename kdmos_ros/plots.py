@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 
 from kdmos_ros.errors import KdmosError
+from kdmos_ros.viz import write_png
+
+DPI = 120
 
 
 def _pyplot() -> Any:
@@ -24,6 +27,25 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def require_matplotlib() -> None:
+    """Fail now, with the install hint, rather than after a long evaluation or benchmark."""
+    _pyplot()
+
+
+def _save(figure: Any, path: Path) -> Path:
+    """Render with Agg and write an 8-bit RGB PNG with :func:`kdmos_ros.viz.write_png`.
+
+    One PNG writer for every picture the package makes (bird's-eye views too), so every figure
+    reads back the same way, whichever matplotlib and Pillow versions drew it.
+    """
+    plt = _pyplot()
+    figure.set_dpi(DPI)
+    figure.canvas.draw()
+    rgba = np.asarray(figure.canvas.buffer_rgba())
+    plt.close(figure)
+    return write_png(path, rgba[:, :, :3])
 
 
 def confusion_png(matrix: np.ndarray, names: Sequence[str], path: Path, title: str) -> Path:
@@ -41,9 +63,7 @@ def confusion_png(matrix: np.ndarray, names: Sequence[str], path: Path, title: s
     axes.set_ylabel("ground truth")
     axes.set_title(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def scan_iou_png(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], path: Path, title: str) -> Path:
@@ -59,6 +79,39 @@ def scan_iou_png(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], pa
     axes.legend(loc="lower right")
     axes.set_title(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
+
+
+def latency_histogram_png(
+    samples: Mapping[str, Sequence[float]], path: Path, title: str, budget_ms: float | None = 100.0
+) -> Path:
+    """One latency histogram per stage (milliseconds), median and p95 marked, on a shared grid.
+
+    ``samples`` maps a stage name to its per-scan durations in seconds (``BenchResult.samples``);
+    stages without samples are left out. ``budget_ms`` (the 100 ms of a 10 Hz LiDAR) is drawn on
+    the total when its p95 reaches half of it; further below, the line would only squash the bars.
+    """
+    plt = _pyplot()
+    stages = [(name, np.asarray(values, dtype=float) * 1e3) for name, values in samples.items()]
+    stages = [(name, values) for name, values in stages if values.size]
+    if not stages:
+        raise KdmosError("no latency samples to plot")
+    columns = min(3, len(stages))
+    rows = -(-len(stages) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.0 * columns, 2.6 * rows), squeeze=False)
+    for axis in axes.ravel()[len(stages) :]:
+        axis.set_visible(False)
+    for axis, (name, values) in zip(axes.ravel()[: len(stages)], stages, strict=True):
+        median, p95 = np.median(values), np.percentile(values, 95)
+        axis.hist(values, bins=min(30, max(5, len(values) // 3)), color="tab:blue", alpha=0.8)
+        axis.axvline(median, color="black", linewidth=1.2, label=f"median {median:.1f} ms")
+        axis.axvline(p95, color="tab:orange", linewidth=1.2, linestyle="--", label=f"p95 {p95:.1f} ms")
+        if name == "total" and budget_ms is not None and p95 > 0.5 * budget_ms:
+            axis.axvline(budget_ms, color="tab:red", linewidth=1.2, label=f"budget {budget_ms:.0f} ms")
+        axis.set_title(name)
+        axis.set_xlabel("ms")
+        axis.legend(fontsize=7, loc="upper right")
+        axis.grid(alpha=0.3)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return _save(figure, path)
