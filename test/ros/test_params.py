@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -99,3 +100,14 @@ def test_config_file_sets_known_parameters_to_valid_values() -> None:
     for name in values:
         assert getattr(settings, name) == SPECS[name].default, name
     assert settings.pose_source in POSE_SOURCES
+
+
+def test_readme_documents_every_parameter_with_its_default_and_dynamism() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\w+)` \| `([^`]*)` \|\s*(yes)?\s*\|", text, flags=re.MULTILINE)
+    documented = {name: (default, dynamic == "yes") for name, default, dynamic in rows}
+    assert list(documented) == [spec.name for spec in PARAMETERS]
+    for spec in PARAMETERS:
+        default = spec.default
+        shown = '""' if default == "" else str(default).lower() if isinstance(default, bool) else str(default)
+        assert documented[spec.name] == (shown, spec.dynamic), spec.name
