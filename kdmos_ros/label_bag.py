@@ -36,6 +36,7 @@ from kdmos_ros.errors import KdmosError
 from kdmos_ros.io.bags import (
     CLOUD_TYPE,
     ODOMETRY_TYPE,
+    STORAGES,
     TF_STATIC_TOPIC,
     TF_TOPIC,
     TF_TYPES,
@@ -273,6 +274,8 @@ def label_bag(
     """
     if pose_source not in POSE_SOURCES:
         raise KdmosError(f"unknown pose source {pose_source!r}; choose one of {', '.join(POSE_SOURCES)}")
+    if storage not in STORAGES:
+        raise KdmosError(f"unknown storage {storage!r}; choose {' or '.join(STORAGES)}")
     source_path = Path(input_path)
     labeled_topic = topic.rstrip("/") + LABELED_SUFFIX
     summary = LabelBagSummary(str(source_path), str(output_path), topic, labeled_topic, pose_source)

@@ -269,6 +269,8 @@ def test_errors_are_one_clear_line(drive: dict, tmp_path: Path, capsys: pytest.C
     assert "unknown pose source 'gps'" in fails(
         bag, str(tmp_path / "a"), "-t", "/points", "--pose-source", "gps"
     )
+    error = fails(bag, str(tmp_path / "a"), "-t", "/points", "--storage", "rosbag_v2")
+    assert "unknown storage 'rosbag_v2'" in error
     assert "input bag not found" in fails(
         str(tmp_path / "nothing.mcap"), str(tmp_path / "a"), "-t", "/points"
     )
