@@ -242,8 +242,8 @@ class KdmosNode(Node):
                 outcome = self._processor.handle(scan, self._slot.waiting, want_moving, want_static)
                 self._publish(outcome)
             except Exception as error:
-                if self._stop.is_set():
-                    break  # publishing during shutdown
+                if self._stop.is_set() or not rclpy.ok():
+                    break  # publishing while ROS shuts down (Ctrl-C): not a bug
                 # A bug must not silently end labelling: say it (throttled, with the traceback) and
                 # carry on with the next scan.
                 message = f"processing a scan failed: {error!r}\n{traceback.format_exc()}"

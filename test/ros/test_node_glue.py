@@ -201,6 +201,7 @@ def node_module(monkeypatch: pytest.MonkeyPatch):
             "rclpy",
             init=lambda args=None: lifecycle.__setitem__("init", lifecycle["init"] + 1),
             try_shutdown=lambda: lifecycle.__setitem__("shutdown", lifecycle["shutdown"] + 1),
+            ok=lambda: True,
             spin=lambda node: (_ for _ in ()).throw(KeyboardInterrupt()),
         ),
         "rclpy.node": module("rclpy.node", Node=FakeNode),
