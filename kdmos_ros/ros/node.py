@@ -12,6 +12,11 @@ blocked, so TF keeps flowing in while a scan waits for its transform. (tf2_ros's
 ``lookup_transform(..., timeout)`` polls in the calling thread the same way; doing it here keeps
 the wait bounded by our rules: stale scans and newer scans end it.)
 
+Diagnostics. diagnostic_updater's Updater publishes one status a second; its content (rates,
+latency percentiles, drops, levels) comes from :class:`~kdmos_ros.ros.health.NodeHealth` rather
+than FrequencyStatus / HeaderlessTopicDiagnostic, so the rules are tested without ROS and the
+input rate counts the scans that were dropped too.
+
 Run it with ``ros2 run kdmos_ros kdmos_node`` or ``ros2 launch kdmos_ros kdmos.launch.py``.
 API references: rclpy (Humble/Jazzy) ``Node.declare_parameter``, ``add_on_set_parameters_callback``,
 ``qos_profile_sensor_data``, ``Publisher.get_subscription_count``; tf2_ros ``Buffer`` /
