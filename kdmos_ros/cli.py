@@ -361,14 +361,26 @@ def _sequence_names(sequences: str) -> list[str]:
     return names
 
 
+#: Files ``kdmos eval`` treats as torch checkpoints rather than ONNX models.
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
 @app.command("eval")
 def evaluate_command(
     data_root: Annotated[Path, typer.Argument(help="Dataset root holding sequences/NN/ with labels.")],
-    model: Annotated[Path, typer.Option("--model", "-m", help="Exported ONNX model to evaluate.")],
+    model: Annotated[
+        Path,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Exported ONNX model, or a student or teacher checkpoint (.pt, needs the train extra).",
+        ),
+    ],
     sequences: Annotated[
         str, typer.Option("--sequences", "-s", help="Comma-separated sequences (SemanticKITTI val: 08).")
     ] = "08",
     provider: Annotated[str, typer.Option(help="auto, tensorrt, cuda or cpu.")] = "auto",
+    device: Annotated[str, typer.Option(help="Teacher checkpoints: cpu, cuda or cuda:N.")] = "cpu",
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Folder for report.json and the PNG figures.")
     ] = None,
@@ -381,7 +393,8 @@ def evaluate_command(
     """Moving-object IoU with the SemanticKITTI-MOS protocol, scan by scan through the node's pipeline.
 
     Labels 0/1 are ignored, 251-259 are moving, the rest static; moving IoU = TP / (TP + FP + FN)
-    from one confusion matrix over all scans of the split.
+    from one confusion matrix over all scans of the split. A student checkpoint is exported to ONNX
+    first and scored through the same pipeline; a teacher checkpoint runs in torch on its K-scan input.
     """
     import json
 
@@ -398,10 +411,22 @@ def evaluate_command(
         require_matplotlib()
     total = sum(len(open_sequence(data_root, name)) for name in names)
     quiet = (lambda _: None) if json_output else console.print
-    segmenter = MotionSegmenter.from_path(model, provider=provider, log=quiet)
+    checkpoint = model.suffix in CHECKPOINT_SUFFIXES
+    if checkpoint:
+        _need_train_extra("eval on a checkpoint", ("torch", "onnx"))
+        from kdmos_ros.train.evaluation import evaluate_checkpoint
+    else:
+        segmenter = MotionSegmenter.from_path(model, provider=provider, log=quiet)
     with Progress(console=error_console, transient=True, disable=json_output) as progress:
         task = progress.add_task("evaluating", total=total)
-        report = evaluate(segmenter, data_root, names, progress=lambda n: progress.advance(task, n))
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+
+        if checkpoint:
+            report = evaluate_checkpoint(model, data_root, names, provider, device, None, advance, quiet)
+        else:
+            report = evaluate(segmenter, data_root, names, progress=advance)
     summary = report.to_dict()
     if json_output:
         print(json.dumps(summary, indent=2))

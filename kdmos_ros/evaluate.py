@@ -72,7 +72,7 @@ class EvalReport:
         }
 
 
-def _scan_iou(predicted: np.ndarray, truth: np.ndarray) -> float:
+def scan_moving_iou(predicted: np.ndarray, truth: np.ndarray) -> float:
     matrix = mos_matrix()
     update_mos(matrix, predicted, truth)
     m = matrix.matrix
@@ -110,7 +110,7 @@ def evaluate_sequence(
         truth = mos_labels(semantic)
         update_mos(report.matrix, labels, truth)
         report.frames.append(frame)
-        report.scan_iou.append(_scan_iou(labels, truth))
+        report.scan_iou.append(scan_moving_iou(labels, truth))
 
     label_sequence(segmenter, sequence, score, progress)
     return report

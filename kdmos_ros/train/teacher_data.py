@@ -9,6 +9,10 @@ Augmentation is the same rigid motion A as :class:`~kdmos_ros.train.data.MosData
 A·p and poses A·P·A⁻¹, so the scans stay aligned with each other. ``max_points`` bounds memory by
 randomly dropping past-scan points (never current-scan points, which carry the loss).
 
+With a ``context`` (:class:`~kdmos_ros.train.models.teacher.MotionContext`), every row also gets
+the motion BEV channels of its polar cell, computed by the runtime feature code on the same
+(augmented) window, zero outside the grid.
+
 Rows come current scan first, in input order over its finite points (``current_finite`` says which
 rows of the file those are), so per-point outputs can be put back on the scan's own points.
 """
@@ -23,8 +27,10 @@ import numpy as np
 import torch
 
 from kdmos_ros.io.semantickitti import KDMOS_IGNORE, kdmos_labels
+from kdmos_ros.pipeline.features import features_at, point_inputs
 from kdmos_ros.pipeline.window import finite_rows
-from kdmos_ros.train.data import AugmentConfig, LabelledScans
+from kdmos_ros.train.data import AugmentConfig, LabelledScans, Window
+from kdmos_ros.train.models.teacher import MotionContext
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,7 @@ class TeacherSample:
 
     sequence: str
     frame: int
-    points: np.ndarray  # (M, 5) float32: x, y, z, intensity, scan index k; current-scan rows first
+    points: np.ndarray  # (M, 5 + C) float32: x, y, z, intensity, scan index k[, context]; current first
     labels: np.ndarray  # (M,) int64 KDMOS classes; ignore on past scans
     current_finite: np.ndarray  # (N_scan,) bool: which rows of scan t's file are the first rows of points
 
@@ -49,10 +55,12 @@ class TeacherDataset(LabelledScans):
         augment: AugmentConfig | None = None,
         max_points: int | None = None,
         seed: int = 0,
+        context: MotionContext | None = None,
     ) -> None:
         super().__init__(root, sequences, augment, seed)
         self.num_scans = num_scans
         self.max_points = max_points
+        self.context = context
 
     def __getitem__(self, item: int) -> TeacherSample:
         window = self.window(item)
@@ -79,16 +87,35 @@ class TeacherDataset(LabelledScans):
             keep = rng.choice(len(past), size=max(self.max_points - n_current, 0), replace=False)
             past = past[np.sort(keep)]
 
+        points = np.concatenate([parts[0], past])
+        if self.context is not None:
+            points = np.concatenate([points, self._context(window, points)], axis=1)
         semantic, _ = sequence.read_labels(sequence.frames[position])
         labels = np.full(n_current + len(past), KDMOS_IGNORE, dtype=np.int64)
         labels[:n_current] = kdmos_labels(semantic)[current_finite]
         return TeacherSample(
             sequence=name,
             frame=sequence.frames[position],
-            points=np.concatenate([parts[0], past]),
+            points=points,
             labels=labels,
             current_finite=current_finite,
         )
+
+    def _context(self, window: Window, points: np.ndarray) -> np.ndarray:
+        """(M, C) motion BEV channels of each point's cell (points in the current frame)."""
+        assert self.context is not None
+        bev = features_at(
+            self.context.grid,
+            self.context.motion,
+            window.scans,
+            window.poses,
+            window.sequence.times,
+            window.position,
+        ).motion_bev[0]
+        valid, _, cells = point_inputs(self.context.grid, points[:, :4])
+        context = np.zeros((len(points), bev.shape[0]), dtype=np.float32)
+        context[valid] = bev[:, cells[:, 0], cells[:, 1]].T
+        return context
 
 
 @dataclass

@@ -47,7 +47,9 @@ def dump_teacher_logits(
         raise KdmosError(
             f"data.num_scans {data.num_scans} exceeds the teacher's max_scans {model.config.max_scans}"
         )
-    dataset = TeacherDataset(data.root, data.train_sequences, data.num_scans, None, data.max_points)
+    dataset = TeacherDataset(
+        data.root, data.train_sequences, data.num_scans, None, data.max_points, 0, model.config.motion_context
+    )
     frames: dict[str, list[int]] = {name: [] for name in data.train_sequences}
     for item in range(len(dataset)):
         sample = dataset[item]

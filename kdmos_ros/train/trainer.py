@@ -146,11 +146,18 @@ class TeacherAdapter:
 
     def datasets(self) -> tuple[Dataset, Dataset | None]:
         data, seed = self.config.data, self.config.run.seed
+        context = self.model_config.motion_context
         train = TeacherDataset(
-            data.root, data.train_sequences, data.num_scans, self.config.augment, data.max_points, seed
+            data.root,
+            data.train_sequences,
+            data.num_scans,
+            self.config.augment,
+            data.max_points,
+            seed,
+            context,
         )
         val = (
-            TeacherDataset(data.root, data.val_sequences, data.num_scans, None, data.max_points)
+            TeacherDataset(data.root, data.val_sequences, data.num_scans, None, data.max_points, 0, context)
             if data.val_sequences
             else None
         )

@@ -76,3 +76,28 @@ def test_max_points_drops_only_past_points_and_collate_stacks(root: Path) -> Non
     assert batch.batch.tolist().count(1) == len(capped.points)
     assert batch.keys == [("00", 0), ("00", 7)]
     assert batch.labels.dtype == torch.int64
+
+
+def test_motion_context_columns_are_the_motion_bev_of_each_points_cell(root: Path) -> None:
+    from kdmos_ros.pipeline.contract import MotionConfig
+    from kdmos_ros.pipeline.features import features_at, point_inputs
+    from kdmos_ros.pipeline.grid import PolarGrid
+    from kdmos_ros.train.models.teacher import MotionContext
+
+    context = MotionContext(grid=PolarGrid(n_rho=64, n_phi=90, n_z=8))
+    plain = TeacherDataset(root, ["00"], num_scans=3)[9]
+    sample = TeacherDataset(root, ["00"], num_scans=3, context=context)[9]
+    channels = MotionConfig().channels
+    assert sample.points.shape == (len(plain.points), 5 + channels)
+    assert np.array_equal(sample.points[:, :5], plain.points)
+
+    sequence = open_sequence(root, "00")
+    scans = [sequence.read_scan(frame) for frame in sequence.frames]
+    bev = features_at(context.grid, context.motion, scans, sequence.poses, sequence.times, 9).motion_bev[0]
+    valid, _, cells = point_inputs(context.grid, sample.points[:, :4])
+    assert np.array_equal(sample.points[valid, 5:], bev[:, cells[:, 0], cells[:, 1]].T)
+    assert not sample.points[~valid, 5:].any()
+    # The moving box lights the motion channels up on its own points and nowhere near most of the rest.
+    moving = sample.labels == KDMOS_MOVING
+    lit = np.abs(sample.points[:, 5:]).sum(axis=1) > 0
+    assert lit[moving].mean() > 0.5 and lit[sample.labels == KDMOS_STATIC].mean() < 0.2

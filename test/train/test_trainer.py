@@ -140,6 +140,53 @@ def test_cli_trains_exports_and_evaluates(
     assert 0.0 <= report["total"]["static_iou"] <= 1.0
 
 
+def test_eval_on_a_student_checkpoint_equals_eval_on_its_export(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_recipe(tmp_path / "student.yaml", recipe(root, tmp_path / "run", "student", epochs=1))
+    assert main(["train", "student", str(config)]) == 0
+    checkpoint = tmp_path / "run" / "best.pt"
+    onnx_path = tmp_path / "student.onnx"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(onnx_path)]) == 0
+    capsys.readouterr()
+    reports = []
+    for model in (onnx_path, checkpoint):
+        assert main(["eval", str(root), "--model", str(model), "--sequences", "00", "--json"]) == 0
+        reports.append(json.loads(capsys.readouterr().out))
+    assert reports[0]["confusion_matrix"] == reports[1]["confusion_matrix"]
+    assert reports[1]["model"] == str(checkpoint)
+
+
+def test_eval_on_a_teacher_checkpoint_matches_its_validation(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # With the motion context: the teacher input grows by the motion BEV channels of each point's cell.
+    context = {"grid": {"n_rho": 64, "n_phi": 64, "n_z": 8}}
+    payload = recipe(root, tmp_path / "run", "teacher", epochs=1)
+    payload["model"]["overrides"] = {**TINY_TEACHER, "motion_context": context}
+    trainer = Trainer(parse_config(payload), progress=False, log=lambda _: None)
+    trainer.fit()
+    validation = trainer.validate()
+    assert validation is not None
+    assert main(["eval", str(root), "--model", str(tmp_path / "run" / "last.pt"), "-s", "00", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # Every simulated point is finite, so eval scores exactly the points validation scored.
+    total = report["total"]
+    assert total["points"] == validation.points
+    for name in ("moving_iou", "static_iou", "precision", "recall"):
+        assert total[name] == pytest.approx(getattr(validation, name), nan_ok=True)
+
+
+def test_eval_refuses_a_file_that_is_not_a_checkpoint(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bogus = tmp_path / "model.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    assert main(["eval", str(root), "--model", str(bogus), "-s", "00"]) == 1
+    err = capsys.readouterr().err
+    assert "not a readable torch checkpoint" in err and len(err.strip().splitlines()) == 1
+
+
 def test_cli_errors_are_one_line(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_recipe(tmp_path / "teacher.yaml", recipe(root, tmp_path / "run", "teacher"))
     assert main(["train", "student", str(config)]) == 1

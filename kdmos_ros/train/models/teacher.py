@@ -61,7 +61,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from kdmos_ros.errors import KdmosError
-from kdmos_ros.pipeline.contract import KDMOS_CLASSES
+from kdmos_ros.pipeline.contract import KDMOS_CLASSES, MotionConfig
+from kdmos_ros.pipeline.grid import PolarGrid
 from kdmos_ros.train.checkpoint import load_checkpoint, save_checkpoint
 
 CHECKPOINT_KIND = "kdmos-teacher"
@@ -74,6 +75,21 @@ SERIALIZATION_ORDERS: tuple[SerializationOrder, ...] = ("z", "z-trans", "hilbert
 
 # Codes are signed int64: 63 usable bits for sample | 3 × depth spatial bits | scan bits.
 _CODE_BITS = 63
+
+
+class MotionContext(BaseModel):
+    """The student's causal motion BEV (``pipeline/features.py``) as extra per-point teacher inputs.
+
+    Every input point (of any of the K scans, already in the current frame) gets the motion channels
+    of the polar cell it falls in, zero outside the grid. Not in MambaMOS: this project's addition so
+    that a teacher trained on a 2-core CPU starts from the motion evidence the student gets, and
+    adds what the student cannot have: point resolution, the raw past scans and more capacity.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    grid: PolarGrid = Field(..., description="Grid of the motion BEV (the student's, e.g. the lite grid).")
+    motion: MotionConfig = MotionConfig()
 
 
 class TeacherConfig(BaseModel):
@@ -112,6 +128,9 @@ class TeacherConfig(BaseModel):
     serialization_depth: int = Field(
         16, ge=1, le=16, description="Bits per axis of the curve codes: cells 0 … 2^depth − 1 per sample."
     )
+    motion_context: MotionContext | None = Field(
+        None, description="Append the student's motion BEV to every point (None: MambaMOS's 5 inputs)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TeacherConfig:
@@ -147,9 +166,14 @@ class TeacherConfig(BaseModel):
         return len(self.classes)
 
     @property
+    def context_channels(self) -> int:
+        """Motion-context columns after the five :data:`TEACHER_POINT_FEATURES` (0 without context)."""
+        return self.motion_context.motion.channels if self.motion_context is not None else 0
+
+    @property
     def in_features(self) -> int:
-        """Input columns per point (:data:`TEACHER_POINT_FEATURES`)."""
-        return len(TEACHER_POINT_FEATURES)
+        """Input columns per point: :data:`TEACHER_POINT_FEATURES`, then the motion context."""
+        return len(TEACHER_POINT_FEATURES) + self.context_channels
 
     @property
     def feature_dim(self) -> int:
@@ -210,7 +234,7 @@ class TeacherOutput(NamedTuple):
 
 
 def current_scan_mask(points: Tensor) -> Tensor:
-    """Rows of ``points`` (teacher input, [N, 5]) that belong to the current scan (scan index 0)."""
+    """Rows of ``points`` (teacher input, [N, 5+]) that belong to the current scan (scan index 0)."""
     return points[:, 4].round() == 0
 
 
@@ -316,7 +340,7 @@ def _first_member(inverse: Tensor, size: int) -> Tensor:
 
 
 def grid_sample(points: Tensor, batch: Tensor, config: TeacherConfig) -> Voxels:
-    """Voxelize [N, 5] points of a batch (module docstring, step 1); gradients do not flow.
+    """Voxelize [N, in_features] points of a batch (module docstring, step 1); gradients do not flow.
 
     Cells more than 2^serialization_depth − 1 cells from their sample's lowest cell are clamped into
     the code range (5.9 km at 0.09 m: only for broken input)."""
@@ -521,12 +545,15 @@ class PointEmbedding(nn.Module):
     model, so in eval every sample's outputs depend on that sample alone).
     """
 
-    def __init__(self, channels: int, max_scans: int, coordinate_scale: float) -> None:
+    def __init__(
+        self, channels: int, max_scans: int, coordinate_scale: float, context_channels: int = 0
+    ) -> None:
         super().__init__()
-        scale = [1.0 / coordinate_scale] * 3 + [1.0, 1.0 / max(1, max_scans - 1)]
+        # Motion-context channels are heights of at most 4 m (MotionBEV's upper threshold).
+        scale = [1.0 / coordinate_scale] * 3 + [1.0, 1.0 / max(1, max_scans - 1)] + [0.25] * context_channels
         self.register_buffer("input_scale", torch.tensor(scale), persistent=False)
         self.mlp = nn.Sequential(
-            nn.Linear(len(TEACHER_POINT_FEATURES), channels),
+            nn.Linear(len(scale), channels),
             nn.BatchNorm1d(channels),
             nn.GELU(),
             nn.Linear(channels, channels),
@@ -630,7 +657,9 @@ class TeacherNet(nn.Module):
         super().__init__()
         self.config = config
         enc, dec = config.enc_channels, config.dec_channels
-        self.embedding = PointEmbedding(enc[0], config.max_scans, config.coordinate_scale)
+        self.embedding = PointEmbedding(
+            enc[0], config.max_scans, config.coordinate_scale, config.context_channels
+        )
 
         def rates(depths: tuple[int, ...]) -> list[float]:
             total = sum(depths)
@@ -709,7 +738,8 @@ class TeacherNet(nn.Module):
     ) -> TeacherOutput:
         """Logits and features for every input point.
 
-        ``points`` [N, 5] are all K scans of all samples (columns :data:`TEACHER_POINT_FEATURES`, in the
+        ``points`` [N, in_features] are all K scans of all samples (columns :data:`TEACHER_POINT_FEATURES`
+        then the motion context, if configured; coordinates in the
         current scan's frame of their sample), ``batch`` [N] the sample of each point (any order).
         ``generator`` (CPU) drives the training-time order shuffle and drop path; eval is deterministic.
         """

@@ -1,0 +1,133 @@
+"""``kdmos eval`` on torch checkpoints: the student through its ONNX export, the teacher in torch.
+
+- A student checkpoint is exported to a temporary ONNX file and evaluated through
+  :class:`~kdmos_ros.pipeline.segmenter.MotionSegmenter`, exactly as an exported model would be: what
+  is scored is what the node would run.
+- A teacher checkpoint cannot be exported (the node never runs it); it is run in torch on the same
+  samples ``kdmos train dump-logits`` sees (:class:`~kdmos_ros.train.teacher_data.TeacherDataset`,
+  no augmentation, every current-scan point) and scored with the same SemanticKITTI-MOS protocol:
+  points it cannot label (non-finite) count as static, like the node's label 255.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kdmos_ros.errors import KdmosError
+from kdmos_ros.evaluate import EvalReport, SequenceReport, evaluate, scan_moving_iou
+from kdmos_ros.io.semantickitti import mos_labels
+from kdmos_ros.metrics import update_mos
+from kdmos_ros.pipeline.segmenter import LABEL_MOVING, LABEL_UNKNOWN, MotionSegmenter
+from kdmos_ros.train.checkpoint import CheckpointError
+from kdmos_ros.train.models.student import CHECKPOINT_KIND as STUDENT_KIND
+from kdmos_ros.train.models.student import load_student
+from kdmos_ros.train.models.teacher import CHECKPOINT_KIND as TEACHER_KIND
+from kdmos_ros.train.models.teacher import TeacherNet, load_teacher
+from kdmos_ros.train.teacher_data import TeacherDataset
+from kdmos_ros.train.trainer import MOVING_THRESHOLD, moving_probability
+
+#: The teacher sees up to this many past-scan points per sample at evaluation (current scan: all).
+TEACHER_EVAL_MAX_POINTS = 400_000
+
+
+def checkpoint_kind(path: str | Path) -> str:
+    """The ``kind`` of a kdmos checkpoint (``kdmos-student`` or ``kdmos-teacher``), with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a file that is not a checkpoint
+        raise CheckpointError(f"{path} is not a readable torch checkpoint ({type(error).__name__})") from None
+    kind = payload.get("kind") if isinstance(payload, dict) else None
+    if kind not in (STUDENT_KIND, TEACHER_KIND):
+        raise CheckpointError(f"{path} is not a kdmos student or teacher checkpoint (kind {kind!r})")
+    return str(kind)
+
+
+def export_student_checkpoint(checkpoint: str | Path, out: str | Path) -> tuple[Path, dict[str, Any]]:
+    """Export a trained student checkpoint to ONNX; returns (path, the contract's training record)."""
+    from kdmos_ros.train.export import export_onnx
+
+    checkpoint = Path(checkpoint)
+    model, config, extra = load_student(checkpoint)
+    recorded = extra.get("training", {})
+    if not isinstance(recorded, dict):
+        raise KdmosError(f"{checkpoint}: its 'training' entry is not a dictionary")
+    training = {"trained": True, "checkpoint": checkpoint.name, **recorded}
+    return export_onnx(model, config, out, training), training
+
+
+@torch.no_grad()
+def evaluate_teacher(
+    model: TeacherNet,
+    root: str | Path,
+    sequences: Sequence[str],
+    num_scans: int,
+    name: str,
+    device: str | torch.device = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> EvalReport:
+    """Score a teacher on labelled sequences: K-scan samples, P(moving) ≥ 0.5 on the current scan."""
+    model = model.to(device).eval()
+    context = model.config.motion_context
+    reports = []
+    for sequence_name in sequences:
+        dataset = TeacherDataset(root, [sequence_name], num_scans, None, TEACHER_EVAL_MAX_POINTS, 0, context)
+        sequence = dataset.sequences[sequence_name]
+        report = SequenceReport(sequence.directory.name)
+        for item in range(len(dataset)):
+            sample = dataset[item]
+            points = torch.from_numpy(sample.points).to(device)
+            logits = model(points, torch.zeros(len(points), dtype=torch.int64, device=device)).logits
+            n_current = int(sample.current_finite.sum())
+            probability = moving_probability(logits[:n_current], model.config.classes.index("moving"), 0)
+            labels = np.full(len(sample.current_finite), LABEL_UNKNOWN, dtype=np.uint8)
+            labels[sample.current_finite] = np.where(
+                probability.cpu().numpy() >= MOVING_THRESHOLD, LABEL_MOVING, 0
+            )
+            truth = mos_labels(sequence.read_labels(sample.frame)[0])
+            update_mos(report.matrix, labels, truth)
+            report.frames.append(sample.frame)
+            report.scan_iou.append(scan_moving_iou(labels, truth))
+            if progress is not None:
+                progress(1)
+        reports.append(report)
+    return EvalReport(model=name, sequences=reports)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    root: str | Path,
+    sequences: Sequence[str],
+    provider: str = "auto",
+    device: str = "cpu",
+    num_scans: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> EvalReport:
+    """Evaluate a student (via ONNX and :class:`MotionSegmenter`) or teacher (torch) checkpoint.
+
+    ``num_scans`` (teacher only) defaults to the number of scans the teacher was trained with.
+    """
+    checkpoint = Path(checkpoint)
+    if checkpoint_kind(checkpoint) == STUDENT_KIND:
+        with tempfile.TemporaryDirectory(prefix="kdmos-eval-") as folder:
+            path, _ = export_student_checkpoint(checkpoint, Path(folder) / f"{checkpoint.stem}.onnx")
+            segmenter = MotionSegmenter.from_path(path, provider=provider, log=log)
+            report = evaluate(segmenter, root, sequences, progress)
+        report.model = str(checkpoint)
+        return report
+    model, extra = load_teacher(checkpoint, map_location=device)
+    if num_scans is None:
+        recipe = extra.get("trainer", {}).get("recipe", {}) if isinstance(extra.get("trainer"), dict) else {}
+        num_scans = int(recipe.get("data", {}).get("num_scans", model.config.max_scans))
+    if not 1 <= num_scans <= model.config.max_scans:
+        raise KdmosError(f"the teacher takes 1 to {model.config.max_scans} scans, not {num_scans}")
+    return evaluate_teacher(model, root, sequences, num_scans, str(checkpoint), device, progress)
