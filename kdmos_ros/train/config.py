@@ -89,11 +89,23 @@ class RunConfig(_Section):
     device: str = Field("auto", description="auto (CUDA if available), cpu, cuda or cuda:N.")
 
 
+class LossConfig(_Section):
+    class_weights: Literal["none", "inverse_frequency"] = Field(
+        "none",
+        description="Cross-entropy class weights: none, or 1 / (f + epsilon) from the training split's "
+        "label frequencies f (LiDAR-MOS, Chen et al. RA-L 2021); stored in the run.",
+    )
+    weight_epsilon: float = Field(
+        0.001, gt=0.0, description="Keeps the weight of a rare class finite (LiDAR-MOS: 0.001)."
+    )
+
+
 class TrainConfig(_Section):
     """One training run; see the module docstring."""
 
     data: DataConfig = DataConfig()
     model: ModelSection
+    loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
     run: RunConfig = RunConfig()
     augment: AugmentConfig = AugmentConfig()

@@ -148,6 +148,31 @@ class LabelledScans(Dataset):
         poses = matrix @ sequence.poses @ np.linalg.inv(matrix)
         return Window(name, sequence, position, AugmentedScans(sequence, matrix), poses, rng)
 
+    def label_counts(self, num_classes: int) -> np.ndarray:
+        """(num_classes,) int64: KDMOS label counts over every point of every scan of the split."""
+        counts = np.zeros(num_classes, dtype=np.int64)
+        for name, position in self.index:
+            sequence = self.sequences[name]
+            classes = kdmos_labels(sequence.read_raw_labels(sequence.frames[position]))
+            counts += np.bincount(classes, minlength=num_classes)[:num_classes]
+        return counts
+
+
+def inverse_frequency_weights(counts: np.ndarray, epsilon: float = 0.001) -> np.ndarray:
+    """(C,) float32 class weights 1 / (f_c + ε), f_c the frequency among labelled points; ignore → 0.
+
+    LiDAR-MOS (Chen et al., RA-L 2021; its training config's ``epsilon_w``) weights its cross-entropy
+    this way, and KDMOS weights its non-target distillation term with the same kind of weights.
+    """
+    counts = np.asarray(counts, dtype=np.float64).copy()
+    counts[KDMOS_IGNORE] = 0.0
+    total = counts.sum()
+    if total == 0:
+        raise SemanticKittiError("the training split has no labelled point: cannot weight the classes")
+    weights = 1.0 / (counts / total + epsilon)
+    weights[KDMOS_IGNORE] = 0.0
+    return weights.astype(np.float32)
+
 
 class MosDataset(LabelledScans):
     """Student samples (:class:`Sample`): the runtime features of each labelled scan.

@@ -21,6 +21,10 @@ group (NCCL on CUDA, gloo on CPU), shards data with ``DistributedSampler`` and w
 ``DistributedDataParallel``; only rank 0 logs and writes checkpoints. Mixed precision (``autocast`` +
 ``GradScaler``) runs on CUDA only.
 
+With ``loss.class_weights: inverse_frequency`` the cross-entropy weights are computed once from the
+training split's label counts (:func:`~kdmos_ros.train.data.inverse_frequency_weights`), logged,
+and stored in every checkpoint (``trainer.class_weights``).
+
 Outputs in ``run.out_dir``: ``last.pt`` (every epoch) and ``best.pt`` (best validation moving IoU),
 ``metrics.csv`` (one row per epoch; ``lr`` is the rate the next step will use, ``train_loss`` the
 epoch's mean over all ranks) and TensorBoard events when the ``tensorboard`` package is
@@ -51,7 +55,7 @@ from kdmos_ros.errors import KdmosError
 from kdmos_ros.io.semantickitti import KDMOS_IGNORE, KDMOS_MOVING
 from kdmos_ros.metrics import ConfusionMatrix, MosScores, mos_matrix, update_mos
 from kdmos_ros.train.config import TrainConfig
-from kdmos_ros.train.data import Batch, Collate, MosDataset
+from kdmos_ros.train.data import Batch, Collate, LabelledScans, MosDataset, inverse_frequency_weights
 from kdmos_ros.train.losses import segmentation_loss
 from kdmos_ros.train.models import student as student_models
 from kdmos_ros.train.models import teacher as teacher_models
@@ -90,8 +94,10 @@ class StudentAdapter:
             {**preset.model_dump(), **config.model.overrides}
         )
         self.contract = self.model_config.to_contract()
+        self.classes = self.model_config.classes
         self.config = config
         self.collate = Collate(self.contract)
+        self.class_weights: Tensor | None = None  # set by the Trainer (loss.class_weights)
 
     def build(self) -> nn.Module:
         return student_models.build_student(self.model_config)
@@ -111,7 +117,7 @@ class StudentAdapter:
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         output = model(batch.point_features, batch.point_cells, batch.motion_bev)
-        return segmentation_loss(output.voxel_logits, batch.voxel_labels, ignore_index=KDMOS_IGNORE)
+        return segmentation_loss(output.voxel_logits, batch.voxel_labels, KDMOS_IGNORE, self.class_weights)
 
     def predict(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
         """(P(moving) per labelled point, its KDMOS label)."""
@@ -138,8 +144,10 @@ class TeacherAdapter:
                 f"data.num_scans {config.data.num_scans} exceeds the teacher's "
                 f"max_scans {self.model_config.max_scans}"
             )
+        self.classes = self.model_config.classes
         self.config = config
         self.collate = collate_teacher
+        self.class_weights: Tensor | None = None  # set by the Trainer (loss.class_weights)
 
     def build(self) -> nn.Module:
         return teacher_models.build_teacher(self.model_config)
@@ -165,7 +173,7 @@ class TeacherAdapter:
 
     def loss(self, model: nn.Module, batch: TeacherBatch) -> Tensor:
         output = model(batch.points, batch.batch)
-        return segmentation_loss(output.logits, batch.labels, ignore_index=KDMOS_IGNORE)
+        return segmentation_loss(output.logits, batch.labels, KDMOS_IGNORE, self.class_weights)
 
     def predict(self, model: nn.Module, batch: TeacherBatch) -> tuple[Tensor, Tensor]:
         output = model(batch.points, batch.batch)
@@ -307,6 +315,10 @@ class Trainer:
         self.train_set, self.val_set = self.adapter.datasets()
         if len(self.train_set) == 0:
             raise KdmosError("the training split has no usable scan (check data.* in the recipe)")
+        self.class_weights = self._class_weights()
+        self.adapter.class_weights = (
+            torch.from_numpy(self.class_weights).to(self.device) if self.class_weights is not None else None
+        )
         self.steps_per_epoch = math.ceil(len(self.train_set) / self.dist.world_size / config.optim.batch_size)
         if config.optim.max_steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, config.optim.max_steps_per_epoch)
@@ -326,6 +338,18 @@ class Trainer:
         self.best_iou = -1.0
         self.best_epoch = -1
         self._writer: Any = None
+
+    def _class_weights(self) -> np.ndarray | None:
+        """The recipe's cross-entropy class weights, from the training split's label counts."""
+        loss = self.config.loss
+        if loss.class_weights == "none":
+            return None
+        assert isinstance(self.train_set, LabelledScans)
+        counts = self.train_set.label_counts(len(self.adapter.classes))
+        weights = inverse_frequency_weights(counts, loss.weight_epsilon)
+        classes = ", ".join(f"{c} {w:.2f}" for c, w in zip(self.adapter.classes, weights, strict=True))
+        self.log(f"class weights (inverse frequency): {classes}")
+        return weights
 
     def _optimizer(self) -> torch.optim.Optimizer:
         optim = self.config.optim
@@ -527,6 +551,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
             "recipe": self.config.model_dump(mode="json"),
+            "class_weights": None if self.class_weights is None else self.class_weights.tolist(),
         }
 
     def save(self, path: Path) -> None:

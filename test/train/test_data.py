@@ -93,3 +93,12 @@ def test_collate_adds_the_sample_index(root: Path) -> None:
     assert batch.motion_bev.shape == (2, CONTRACT.motion.channels, n_rho, n_phi)
     assert batch.voxel_labels.shape == (2, n_z, n_rho, n_phi)
     assert batch.keys == [("00", 5), ("00", 9)]
+
+
+def test_inverse_frequency_weights_by_hand() -> None:
+    from kdmos_ros.train.data import inverse_frequency_weights
+
+    # ignore, static, movable, moving: frequencies over labelled points 0.9, 0.09, 0.01.
+    weights = inverse_frequency_weights(np.array([500, 900, 90, 10]), epsilon=0.001)
+    assert weights[0] == 0.0
+    assert weights[1:] == pytest.approx([1 / 0.901, 1 / 0.091, 1 / 0.011], rel=1e-6)

@@ -140,6 +140,22 @@ def test_cli_trains_exports_and_evaluates(
     assert 0.0 <= report["total"]["static_iou"] <= 1.0
 
 
+def test_inverse_frequency_class_weights_are_computed_and_stored(root: Path, tmp_path: Path) -> None:
+    from kdmos_ros.io.semantickitti import kdmos_labels
+
+    payload = recipe(root, tmp_path / "run", "student", epochs=1)
+    payload["loss"] = {"class_weights": "inverse_frequency"}
+    trainer = Trainer(parse_config(payload), progress=False, log=lambda _: None)
+    sequence = open_sequence(root, "00")
+    counts = sum(np.bincount(kdmos_labels(sequence.read_raw_labels(f)), minlength=4) for f in sequence.frames)
+    frequencies = counts[1:] / counts[1:].sum()
+    expected = np.concatenate([[0.0], 1.0 / (frequencies + 0.001)])
+    assert trainer.class_weights == pytest.approx(expected, rel=1e-5)
+    trainer.fit()
+    stored = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["trainer"]["class_weights"]
+    assert stored == pytest.approx(expected, rel=1e-5)
+
+
 def test_eval_on_a_student_checkpoint_equals_eval_on_its_export(
     root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
