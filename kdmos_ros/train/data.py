@@ -100,6 +100,23 @@ class Window:
         return self.sequence.frames[self.position]
 
 
+def with_moving_points(
+    min_moving_points: int,
+) -> Callable[[SemanticKittiSequence, int], bool] | None:
+    """A ``keep`` filter for scans with at least ``min_moving_points`` moving points (None for 0).
+
+    MotionBEV drops such frames (``drop_few_static_frames``) to fight the class imbalance.
+    """
+    if min_moving_points <= 0:
+        return None
+
+    def busy(sequence: SemanticKittiSequence, frame: int) -> bool:
+        raw = sequence.read_raw_labels(frame)
+        return int(np.count_nonzero(kdmos_labels(raw) == KDMOS_MOVING)) >= min_moving_points
+
+    return busy
+
+
 class LabelledScans(Dataset):
     """Every labelled scan of ``sequences`` under ``root``, keyed by (sequence, frame id).
 
@@ -190,11 +207,7 @@ class MosDataset(LabelledScans):
         min_moving_points: int = 0,
         seed: int = 0,
     ) -> None:
-        def busy(sequence: SemanticKittiSequence, frame: int) -> bool:
-            raw = sequence.read_raw_labels(frame)
-            return int(np.count_nonzero(kdmos_labels(raw) == KDMOS_MOVING)) >= min_moving_points
-
-        super().__init__(root, sequences, augment, seed, busy if min_moving_points > 0 else None)
+        super().__init__(root, sequences, augment, seed, with_moving_points(min_moving_points))
         self.contract = contract
 
     def __getitem__(self, item: int) -> Sample:

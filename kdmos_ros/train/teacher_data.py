@@ -29,7 +29,7 @@ import torch
 from kdmos_ros.io.semantickitti import KDMOS_IGNORE, kdmos_labels
 from kdmos_ros.pipeline.features import features_at, point_inputs
 from kdmos_ros.pipeline.window import finite_rows
-from kdmos_ros.train.data import AugmentConfig, LabelledScans, Window
+from kdmos_ros.train.data import AugmentConfig, LabelledScans, Window, with_moving_points
 from kdmos_ros.train.models.teacher import MotionContext
 
 
@@ -56,8 +56,9 @@ class TeacherDataset(LabelledScans):
         max_points: int | None = None,
         seed: int = 0,
         context: MotionContext | None = None,
+        min_moving_points: int = 0,
     ) -> None:
-        super().__init__(root, sequences, augment, seed)
+        super().__init__(root, sequences, augment, seed, with_moving_points(min_moving_points))
         self.num_scans = num_scans
         self.max_points = max_points
         self.context = context

@@ -163,6 +163,7 @@ class TeacherAdapter:
             data.max_points,
             seed,
             context,
+            data.min_moving_points,
         )
         val = (
             TeacherDataset(data.root, data.val_sequences, data.num_scans, None, data.max_points, 0, context)

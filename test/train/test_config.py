@@ -11,10 +11,19 @@ from kdmos_ros.train.config import TrainConfigError, load_config
 RECIPES = Path(__file__).resolve().parents[2] / "config" / "train"
 
 
-@pytest.mark.parametrize("name", ["student_lite", "student_full", "teacher_small", "teacher_base"])
-def test_shipped_recipes_validate(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "kind", "preset"),
+    [
+        ("student_lite", "student", "lite"),
+        ("student_full", "student", "full"),
+        ("teacher_small", "teacher", "small"),
+        ("teacher_base", "teacher", "base"),
+        ("sim/student_lite", "student", "lite"),
+        ("sim/teacher", "teacher", "small"),
+    ],
+)
+def test_shipped_recipes_validate(name: str, kind: str, preset: str) -> None:
     config = load_config(RECIPES / f"{name}.yaml")
-    kind, preset = name.split("_")
     assert (config.model.kind, config.model.preset) == (kind, preset)
     assert config.data.val_sequences == ("08",)
     # Every hyper-parameter line carries a comment naming its source.
