@@ -160,8 +160,9 @@ def test_eval_on_a_student_checkpoint_equals_eval_on_its_export(
     root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = write_recipe(tmp_path / "student.yaml", recipe(root, tmp_path / "run", "student", epochs=1))
-    assert main(["train", "student", str(config)]) == 0
+    assert main(["train", "student", str(config), "--seed", "3"]) == 0
     checkpoint = tmp_path / "run" / "best.pt"
+    assert torch.load(checkpoint, weights_only=True)["trainer"]["recipe"]["run"]["seed"] == 3
     onnx_path = tmp_path / "student.onnx"
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(onnx_path)]) == 0
     capsys.readouterr()
