@@ -18,6 +18,7 @@ from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 from kdmos_ros.ros.launch_support import launch_bool, node_launch
 
@@ -60,8 +61,12 @@ def _actions(context: LaunchContext) -> list:
             name="kdmos_node",
             output="screen",
             emulate_tty=True,
-            # Overrides come after the file, so they win.
-            parameters=[arg("params_file"), launch.parameters],
+            # Overrides come after the file, so they win. Strings go as ParameterValue(str): launch_ros
+            # would read a plain string as YAML ('on', '123', 'null' change type; launch_ros#410).
+            parameters=[
+                arg("params_file"),
+                launch.typed_parameters(lambda text: ParameterValue(text, value_type=str)),
+            ],
             remappings=launch.remappings,
             on_exit=Shutdown(reason="kdmos_node exited"),
         )

@@ -47,7 +47,6 @@ def test_package_xml_declares_the_runtime_and_test_dependencies() -> None:
     assert {
         "rclpy",
         "sensor_msgs",
-        "sensor_msgs_py",
         "std_msgs",
         "nav_msgs",
         "geometry_msgs",
@@ -61,7 +60,8 @@ def test_package_xml_declares_the_runtime_and_test_dependencies() -> None:
         "ros2bag",
         "python3-numpy",
     } <= exec_deps
-    assert {"launch_testing", "launch_testing_ros", "python3-pytest"} <= test_deps
+    assert {"launch_testing", "launch_testing_ros", "python3-pytest", "builtin_interfaces"} <= test_deps
+    assert "sensor_msgs_py" not in exec_deps  # nothing imports it
 
 
 @pytest.mark.slow

@@ -4,12 +4,19 @@
 result to ``launch_ros.actions.Node``: topic remappings, parameter overrides (applied on top of
 ``params_file``), and the frame RViz should display in.
 
+String overrides must reach the node as strings. launch_ros (Humble) reads the values of a
+parameters dict as YAML, so a model path or frame named ``on``, ``y``, ``123`` or ``null`` would
+turn into a bool, an int or None and rclpy would refuse it (ros2/launch_ros#410). The launch file
+therefore passes :meth:`NodeLaunch.typed_parameters` with each string wrapped in
+``launch_ros.parameter_descriptions.ParameterValue(value, value_type=str)``.
+
 Empty arguments mean "leave it to params_file". ``sensor:=vlp16`` reads a sensor preset
 (``config/sensors/*.yaml``): the driver's cloud topic and the spin rate (``scan_rate``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +31,19 @@ class NodeLaunch:
     remappings: list[tuple[str, str]] = field(default_factory=list)
     parameters: dict[str, Any] = field(default_factory=dict)
     rviz_fixed_frame: str = "odom"
+
+    @property
+    def string_parameters(self) -> frozenset[str]:
+        """Names of the overrides whose value is a string (to pass with an explicit string type)."""
+        return frozenset(name for name, value in self.parameters.items() if isinstance(value, str))
+
+    def typed_parameters(self, as_string: Callable[[str], Any]) -> dict[str, Any]:
+        """The overrides with every string value passed through ``as_string`` (in the launch file:
+        ``ParameterValue(value, value_type=str)``, so launch_ros does not read it as YAML)."""
+        strings = self.string_parameters
+        return {
+            name: as_string(value) if name in strings else value for name, value in self.parameters.items()
+        }
 
 
 def launch_bool(text: str, name: str = "argument") -> bool:

@@ -279,6 +279,18 @@ class KdmosNode(Node):
         super().destroy_node()
 
 
+def _error_text(error: Exception) -> str:
+    """One readable line for ``error``. rclpy's parameter exceptions on Humble/Iron call
+    ``Exception.__init__(self, message, parameter)``, so ``str(error)`` is a tuple's repr; later
+    releases format ``'message: parameter'`` themselves, which is what this gives for both."""
+    if len(error.args) > 1:
+        message, names = error.args[0], error.args[1]
+        if isinstance(names, (list, tuple)):
+            names = ", ".join(str(name) for name in names)
+        return f"{message}: {names}"
+    return str(error)
+
+
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``ros2 run kdmos_ros kdmos_node``; returns the exit status."""
     rclpy.init(args=args)
@@ -286,7 +298,7 @@ def main(args: list[str] | None = None) -> int:
         node = KdmosNode()
     except (KdmosError, ParameterException) as error:
         # One clear line and a non-zero exit (kdmos.launch.py then shuts the launch down).
-        get_logger(NODE_NAME).fatal(f"cannot start: {error}")
+        get_logger(NODE_NAME).fatal(f"cannot start: {_error_text(error)}")
         rclpy.try_shutdown()
         return 1
     try:

@@ -71,7 +71,10 @@ class ParamSpec:
         elif kind is int:
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif kind is float:
-            # ROS stores 1 and 1.0 as different types; a YAML or CLI '1' for a double is a common slip.
+            # An int is accepted here (plain Python callers), but not by rclpy: a parameter declared
+            # DOUBLE refuses an INTEGER value (`ros2 param set ... moving_threshold 1`, or `1` in a
+            # params file) in its descriptor type check, before any callback runs. Write doubles
+            # with a decimal point (1.0).
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         else:
             ok = isinstance(value, str)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from kdmos_ros.errors import KdmosError
 from kdmos_ros.ros.launch_support import launch_bool, node_launch
@@ -13,6 +16,7 @@ def test_defaults_leave_everything_to_the_params_file() -> None:
     launch = node_launch()
     assert launch.remappings == []
     assert launch.parameters == {"use_sim_time": False}
+    assert launch.string_parameters == frozenset()
     assert launch.rviz_fixed_frame == "odom"
 
 
@@ -33,6 +37,31 @@ def test_arguments_become_remappings_and_overrides() -> None:
         "fixed_frame": "odom_lidar",
     }
     assert launch.rviz_fixed_frame == "odom_lidar"
+
+
+def test_string_overrides_are_marked_to_stay_strings() -> None:
+    # launch_ros (Humble) reads plain strings in a parameters dict as YAML: these would change type.
+    names = {"model": "123", "fixed_frame": "on", "pose_source": "none"}
+    assert [type(yaml.safe_load(text)) for text in names.values()] == [int, bool, str]
+    assert yaml.safe_load("null") is None
+    launch = node_launch(sensor="vlp16", use_sim_time="true", **names)
+    assert launch.string_parameters == {"model_path", "fixed_frame", "pose_source"}
+    typed = launch.typed_parameters(lambda text: ("str", text))
+    assert typed == {
+        "use_sim_time": True,
+        "scan_rate": 10.0,
+        "model_path": ("str", "123"),
+        "fixed_frame": ("str", "on"),
+        "pose_source": ("str", "none"),
+    }
+    assert launch.parameters["model_path"] == "123"  # the plain data is left as it was
+
+
+def test_launch_file_passes_string_overrides_as_typed_parameter_values() -> None:
+    text = (Path(__file__).resolve().parents[2] / "launch" / "kdmos.launch.py").read_text()
+    assert "from launch_ros.parameter_descriptions import ParameterValue" in text
+    assert "launch.typed_parameters(lambda text: ParameterValue(text, value_type=str))" in text
+    assert "launch.parameters]" not in text
 
 
 def test_sensor_preset_gives_topic_and_rate_unless_the_topic_is_given() -> None:

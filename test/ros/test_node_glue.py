@@ -81,6 +81,15 @@ class ParameterException(Exception):
     pass
 
 
+class InvalidParameterValueException(ParameterException):
+    """As on Humble/Iron: ``Exception.__init__(self, message, parameter)``, two args."""
+
+    def __init__(self, parameter: str, value: Any, reason: str) -> None:
+        Exception.__init__(
+            self, f"Invalid parameter value ({value}) for parameter. Reason: {reason}", parameter
+        )
+
+
 class FakeNode:
     overrides: ClassVar[dict[str, Any]] = {}
     latest: ClassVar[FakeNode | None] = None
@@ -101,7 +110,7 @@ class FakeNode:
             descriptor, "integer_range", None
         )
         if limits and not limits[0].from_value <= value <= limits[0].to_value:
-            raise ParameterException(f"Invalid parameter value ({value}) for parameter: {name}")
+            raise InvalidParameterValueException(name, value, "value not within the descriptor's range")
         self.parameters[name] = value
         self.descriptors[name] = descriptor
         return types.SimpleNamespace(value=value)
@@ -386,6 +395,18 @@ def test_main_exits_non_zero_with_one_line_when_the_model_cannot_load(node_modul
     assert node_py.main([]) == 1
     fatal = [line for level, line in LOGGER.lines if level == "fatal"]
     assert fatal == [f"cannot start: model file not found: {tmp_path / 'missing.onnx'}"]
+    assert lifecycle == {"init": 1, "shutdown": 1}
+
+
+def test_main_names_the_parameter_rclpy_refuses_in_one_readable_line(node_module, oracle_model) -> None:
+    node_py, lifecycle = node_module
+    FakeNode.overrides = {"model_path": str(oracle_model), "moving_threshold": 1.5}
+    assert node_py.main([]) == 1
+    fatal = [line for level, line in LOGGER.lines if level == "fatal"]
+    assert fatal == [
+        "cannot start: Invalid parameter value (1.5) for parameter. Reason: value not within the "
+        "descriptor's range: moving_threshold"
+    ]
     assert lifecycle == {"init": 1, "shutdown": 1}
 
 

@@ -93,12 +93,16 @@ def test_model_file_defaults_to_the_shipped_model() -> None:
 
 def test_config_file_sets_known_parameters_to_valid_values() -> None:
     document = yaml.safe_load((ROOT / "config" / "kdmos.yaml").read_text())
-    values = document["kdmos_node"]["ros__parameters"]
+    # `/**`, not `kdmos_node`: a node-name key would not match the node under a pushed namespace.
+    assert list(document) == ["/**"]
+    values = document["/**"]["ros__parameters"]
     settings = settings_from(values)
     # The file documents the defaults: a value that differs from the schema would be a surprise.
     assert set(values) == set(SPECS)
     for name in values:
         assert getattr(settings, name) == SPECS[name].default, name
+        # rclpy refuses an int for a double parameter: every double has its decimal point.
+        assert type(values[name]) is type(SPECS[name].default), name
     assert settings.pose_source in POSE_SOURCES
 
 
