@@ -747,6 +747,12 @@ def train_dump_logits(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Trained teacher checkpoint.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for NN/XXXXXX.npy files and index.json.")],
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    feature_points: Annotated[
+        int,
+        typer.Option(
+            "--feature-points", min=0, help="Points per scan whose teacher features are kept (relation KD)."
+        ),
+    ] = 2048,
 ) -> None:
     """Store the teacher's per-point logits (float16) of every training scan, keyed by sequence and frame."""
     _need_train_extra("train dump-logits")
@@ -761,7 +767,7 @@ def train_dump_logits(
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("teacher logits", total=total)
         index = dump_teacher_logits(
-            recipe, checkpoint, out, device, progress=lambda n: progress.advance(task, n)
+            recipe, checkpoint, out, device, lambda n: progress.advance(task, n), feature_points
         )
     console.print(
         f"logits of {total} scans written under {out}; index in {index}", highlight=False, soft_wrap=True

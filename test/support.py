@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
+import yaml
 
 from kdmos_ros.io.semantickitti import SemanticKittiSequence
 from kdmos_ros.pipeline.contract import ModelContract
@@ -165,3 +167,44 @@ def read_png(path) -> np.ndarray:
     raw = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), dtype=np.uint8).reshape(height, 1 + 3 * width)
     assert np.all(raw[:, 0] == 0), "only filter type 0 is expected"
     return raw[:, 1:].reshape(height, width, 3)
+
+
+# Architectures shrunk so a step takes well under a second on 2 CPU cores.
+TINY_STUDENT = {"grid": {"n_rho": 64, "n_phi": 64, "n_z": 8}}
+TINY_TEACHER = {
+    "grid_size": 0.4,
+    "enc_channels": [16, 32],
+    "enc_depths": [1, 1],
+    "enc_heads": [2, 2],
+    "dec_channels": [16],
+    "dec_depths": [1],
+    "dec_heads": [2],
+    "patch_size": 64,
+}
+
+
+def recipe(root: Path, out: Path, kind: str, **optim: Any) -> dict[str, Any]:
+    model = (
+        {"kind": "student", "preset": "lite", "overrides": TINY_STUDENT}
+        if kind == "student"
+        else {"kind": "teacher", "preset": "small", "overrides": TINY_TEACHER}
+    )
+    return {
+        "data": {"root": str(root), "train_sequences": ["00"], "val_sequences": ["00"], "num_scans": 2},
+        "model": model,
+        "optim": {
+            "optimizer": "adamw",
+            "lr": 0.005,
+            "warmup_epochs": 0.5,
+            "epochs": 2,
+            "batch_size": 2,
+            "max_steps_per_epoch": 2,
+            **optim,
+        },
+        "run": {"seed": 1, "out_dir": str(out)},
+    }
+
+
+def write_recipe(path: Path, payload: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(payload))
+    return path

@@ -100,12 +100,37 @@ class LossConfig(_Section):
     )
 
 
+class DistillConfig(_Section):
+    """Distillation of a student from a trained teacher (KDMOS logit KD, SRKD relation KD)."""
+
+    teacher_logits: Path | None = Field(
+        None, description="Folder written by `kdmos train dump-logits` (offline: no teacher at train time)."
+    )
+    teacher_checkpoint: Path | None = Field(
+        None, description="Teacher checkpoint to run online on every batch instead of stored logits."
+    )
+    temperature: float = Field(4.0, gt=0.0, description="KDMOS: T = 4.")
+    kd_weight: float = Field(0.3, ge=0.0, description="KDMOS: 0.3 · (3 · L_NC + L_TC); 0 turns it off.")
+    non_target_weight: float = Field(3.0, ge=0.0, description="KDMOS: the 3 in 3 · L_NC.")
+    relation_weight: float = Field(0.0, ge=0.0, description="SRKD relation KD weight (≈ 1e-3); 0: off.")
+    relation_tau: float = Field(1.0, gt=0.0, description="Softmax temperature of the affinity rows.")
+    relation_points: int = Field(256, ge=2, description="Points per sample in the affinity matrices.")
+    logit_weight: float = Field(0.0, ge=0.0, description="SRKD's KL on logits (Hinton KD · T²); 0: off.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DistillConfig:
+        if (self.teacher_logits is None) == (self.teacher_checkpoint is None):
+            raise ValueError("give exactly one of teacher_logits (offline) and teacher_checkpoint (online)")
+        return self
+
+
 class TrainConfig(_Section):
     """One training run; see the module docstring."""
 
     data: DataConfig = DataConfig()
     model: ModelSection
     loss: LossConfig = LossConfig()
+    distill: DistillConfig | None = Field(None, description="Student only: distil from a teacher.")
     optim: OptimConfig = OptimConfig()
     run: RunConfig = RunConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -117,6 +142,8 @@ class TrainConfig(_Section):
             raise ValueError(
                 f"model.preset {self.model.preset!r} is not a {self.model.kind} preset ({', '.join(presets)})"
             )
+        if self.distill is not None and self.model.kind != "student":
+            raise ValueError("distill: only a student is distilled (model.kind: student)")
         return self
 
 

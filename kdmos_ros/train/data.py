@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -82,6 +83,18 @@ class Sample:
     point_cells: np.ndarray  # (M, 3) int64
     motion_bev: np.ndarray  # (C_m, n_rho, n_phi) float32
     labels: np.ndarray  # (M,) int64, KDMOS classes
+    # Distillation targets (train/distill.py), None without a ``distill:`` section:
+    teacher_logits: np.ndarray | None = None  # (M, C) float32: offline, the teacher's logits per point
+    relation_index: np.ndarray | None = None  # (R,) int64: points (of the M) in the affinity matrices
+    relation_features: np.ndarray | None = None  # (R, D) float32: offline, the teacher's features there
+    teacher_points: np.ndarray | None = None  # (M_t, F) float32: online, the teacher's input
+    teacher_rows: np.ndarray | None = None  # (M,) int64: online, each point's row in teacher_points
+
+
+class DistillTargets(Protocol):
+    """Adds a sample's distillation targets (the ``Sample`` fields above) for its window."""
+
+    def attach(self, window: Window, valid: np.ndarray) -> dict[str, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -206,9 +219,11 @@ class MosDataset(LabelledScans):
         augment: AugmentConfig | None = None,
         min_moving_points: int = 0,
         seed: int = 0,
+        targets: DistillTargets | None = None,
     ) -> None:
         super().__init__(root, sequences, augment, seed, with_moving_points(min_moving_points))
         self.contract = contract
+        self.targets = targets
 
     def __getitem__(self, item: int) -> Sample:
         window = self.window(item)
@@ -229,6 +244,7 @@ class MosDataset(LabelledScans):
             point_cells=features.point_cells,
             motion_bev=features.motion_bev[0],
             labels=labels,
+            **(self.targets.attach(window, features.valid) if self.targets is not None else {}),
         )
 
 
@@ -267,8 +283,18 @@ class Batch:
     motion_bev: torch.Tensor  # (B, C_m, n_rho, n_phi)
     labels: torch.Tensor  # (N,) int64
     voxel_labels: torch.Tensor  # (B, n_z, n_rho, n_phi) int64
+    # Distillation targets (see Sample), indices made global over the batch:
+    teacher_logits: torch.Tensor | None = None  # (N, C)
+    relation_index: torch.Tensor | None = None  # (B, R) int64 into the N points
+    relation_features: torch.Tensor | None = None  # (B, R, D)
+    teacher_points: torch.Tensor | None = None  # (N_t, F)
+    teacher_batch: torch.Tensor | None = None  # (N_t,) int64: sample of each teacher row
+    teacher_rows: torch.Tensor | None = None  # (N,) int64 into the N_t teacher rows
 
     def to(self, device: torch.device | str) -> Batch:
+        def move(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor.to(device, non_blocking=True)
+
         return Batch(
             keys=self.keys,
             point_features=self.point_features.to(device, non_blocking=True),
@@ -276,6 +302,12 @@ class Batch:
             motion_bev=self.motion_bev.to(device, non_blocking=True),
             labels=self.labels.to(device, non_blocking=True),
             voxel_labels=self.voxel_labels.to(device, non_blocking=True),
+            teacher_logits=move(self.teacher_logits),
+            relation_index=move(self.relation_index),
+            relation_features=move(self.relation_features),
+            teacher_points=move(self.teacher_points),
+            teacher_batch=move(self.teacher_batch),
+            teacher_rows=move(self.teacher_rows),
         )
 
 
@@ -292,7 +324,7 @@ class Collate:
             for i, s in enumerate(samples)
         ]
         voxels = [voxel_labels(s.point_cells, s.labels, self.shape, self.n_classes) for s in samples]
-        return Batch(
+        batch = Batch(
             keys=[(s.sequence, s.frame) for s in samples],
             point_features=torch.from_numpy(np.concatenate([s.point_features for s in samples])),
             point_cells=torch.from_numpy(np.concatenate(cells)),
@@ -300,3 +332,23 @@ class Collate:
             labels=torch.from_numpy(np.concatenate([s.labels for s in samples])),
             voxel_labels=torch.from_numpy(np.stack(voxels)),
         )
+        first = samples[0]
+        # Per-sample indices become indices into the batch's concatenated points (and teacher rows).
+        point_offsets = np.cumsum([0] + [len(s.labels) for s in samples[:-1]])
+        if first.teacher_logits is not None:
+            batch.teacher_logits = torch.from_numpy(np.concatenate([s.teacher_logits for s in samples]))
+        if first.relation_index is not None:
+            batch.relation_index = torch.from_numpy(
+                np.stack([s.relation_index + o for s, o in zip(samples, point_offsets, strict=True)])
+            )
+        if first.relation_features is not None:
+            batch.relation_features = torch.from_numpy(np.stack([s.relation_features for s in samples]))
+        if first.teacher_points is not None:
+            teacher_offsets = np.cumsum([0] + [len(s.teacher_points) for s in samples[:-1]])
+            batch.teacher_points = torch.from_numpy(np.concatenate([s.teacher_points for s in samples]))
+            sizes = [len(s.teacher_points) for s in samples]
+            batch.teacher_batch = torch.from_numpy(np.repeat(np.arange(len(samples), dtype=np.int64), sizes))
+            batch.teacher_rows = torch.from_numpy(
+                np.concatenate([s.teacher_rows + o for s, o in zip(samples, teacher_offsets, strict=True)])
+            )
+        return batch

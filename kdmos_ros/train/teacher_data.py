@@ -64,59 +64,65 @@ class TeacherDataset(LabelledScans):
         self.context = context
 
     def __getitem__(self, item: int) -> TeacherSample:
-        window = self.window(item)
-        name, sequence, position, rng = window.sequence_name, window.sequence, window.position, window.rng
-        poses, scans = window.poses, window.scans
-        to_current = np.linalg.inv(poses[position])
+        return teacher_sample(self.window(item), self.num_scans, self.max_points, self.context)
 
-        parts: list[np.ndarray] = []
-        current_finite = np.zeros(0, dtype=bool)
-        for k in range(min(self.num_scans, position + 1)):
-            raw = scans[position - k]
-            finite = finite_rows(raw)
-            if k == 0:
-                current_finite = finite
-            relative = (to_current @ poses[position - k]).astype(np.float32)
-            part = np.empty((int(finite.sum()), 5), dtype=np.float32)
-            part[:, :3] = raw[finite, :3] @ relative[:3, :3].T + relative[:3, 3]
-            part[:, 3] = raw[finite, 3]
-            part[:, 4] = k
-            parts.append(part)
-        n_current = len(parts[0])
-        past = np.concatenate(parts[1:]) if len(parts) > 1 else np.zeros((0, 5), dtype=np.float32)
-        if self.max_points is not None and n_current + len(past) > self.max_points:
-            keep = rng.choice(len(past), size=max(self.max_points - n_current, 0), replace=False)
-            past = past[np.sort(keep)]
 
-        points = np.concatenate([parts[0], past])
-        if self.context is not None:
-            points = np.concatenate([points, self._context(window, points)], axis=1)
-        semantic, _ = sequence.read_labels(sequence.frames[position])
-        labels = np.full(n_current + len(past), KDMOS_IGNORE, dtype=np.int64)
-        labels[:n_current] = kdmos_labels(semantic)[current_finite]
-        return TeacherSample(
-            sequence=name,
-            frame=sequence.frames[position],
-            points=points,
-            labels=labels,
-            current_finite=current_finite,
-        )
+def teacher_sample(
+    window: Window, num_scans: int, max_points: int | None = None, context: MotionContext | None = None
+) -> TeacherSample:
+    """The teacher's input for the window's scan (the dataset's item; online distillation uses it too)."""
+    name, sequence, position, rng = window.sequence_name, window.sequence, window.position, window.rng
+    poses, scans = window.poses, window.scans
+    to_current = np.linalg.inv(poses[position])
 
-    def _context(self, window: Window, points: np.ndarray) -> np.ndarray:
-        """(M, C) motion BEV channels of each point's cell (points in the current frame)."""
-        assert self.context is not None
-        bev = features_at(
-            self.context.grid,
-            self.context.motion,
-            window.scans,
-            window.poses,
-            window.sequence.times,
-            window.position,
-        ).motion_bev[0]
-        valid, _, cells = point_inputs(self.context.grid, points[:, :4])
-        context = np.zeros((len(points), bev.shape[0]), dtype=np.float32)
-        context[valid] = bev[:, cells[:, 0], cells[:, 1]].T
-        return context
+    parts: list[np.ndarray] = []
+    current_finite = np.zeros(0, dtype=bool)
+    for k in range(min(num_scans, position + 1)):
+        raw = scans[position - k]
+        finite = finite_rows(raw)
+        if k == 0:
+            current_finite = finite
+        relative = (to_current @ poses[position - k]).astype(np.float32)
+        part = np.empty((int(finite.sum()), 5), dtype=np.float32)
+        part[:, :3] = raw[finite, :3] @ relative[:3, :3].T + relative[:3, 3]
+        part[:, 3] = raw[finite, 3]
+        part[:, 4] = k
+        parts.append(part)
+    n_current = len(parts[0])
+    past = np.concatenate(parts[1:]) if len(parts) > 1 else np.zeros((0, 5), dtype=np.float32)
+    if max_points is not None and n_current + len(past) > max_points:
+        keep = rng.choice(len(past), size=max(max_points - n_current, 0), replace=False)
+        past = past[np.sort(keep)]
+
+    points = np.concatenate([parts[0], past])
+    if context is not None:
+        points = np.concatenate([points, motion_context(window, points, context)], axis=1)
+    semantic, _ = sequence.read_labels(sequence.frames[position])
+    labels = np.full(n_current + len(past), KDMOS_IGNORE, dtype=np.int64)
+    labels[:n_current] = kdmos_labels(semantic)[current_finite]
+    return TeacherSample(
+        sequence=name,
+        frame=sequence.frames[position],
+        points=points,
+        labels=labels,
+        current_finite=current_finite,
+    )
+
+
+def motion_context(window: Window, points: np.ndarray, context: MotionContext) -> np.ndarray:
+    """(M, C) motion BEV channels of each point's cell (points in the current frame), 0 off the grid."""
+    bev = features_at(
+        context.grid,
+        context.motion,
+        window.scans,
+        window.poses,
+        window.sequence.times,
+        window.position,
+    ).motion_bev[0]
+    valid, _, cells = point_inputs(context.grid, points[:, :4])
+    columns = np.zeros((len(points), bev.shape[0]), dtype=np.float32)
+    columns[valid] = bev[:, cells[:, 0], cells[:, 1]].T
+    return columns
 
 
 @dataclass

@@ -4,6 +4,9 @@ Layout under the output folder::
 
     index.json            {"kind": "kdmos-teacher-logits", "classes", "teacher", "checkpoint", "frames", ...}
     NN/XXXXXX.npy         float16 [N_scan, C]: logits of every point of scan XXXXXX of sequence NN
+    NN/XXXXXX.feat.npz    ``rows`` int64 [M], ``features`` float16 [M, D]: the teacher's point features
+                          (``TeacherOutput.features``) of M finite points drawn once per scan, for
+                          SRKD's relation distillation (M = ``feature_points``; none when 0)
 
 Files are keyed by sequence and frame id (never by list position). A file has one row per point of
 the scan file, in its order; rows of non-finite points (which the teacher never sees) are NaN, so
@@ -27,8 +30,24 @@ from kdmos_ros.train.teacher_data import TeacherDataset
 INDEX_KIND = "kdmos-teacher-logits"
 
 
+#: Points per scan whose teacher features are stored (relation distillation samples from them).
+DEFAULT_FEATURE_POINTS = 2048
+
+
 def logits_path(directory: str | Path, sequence: str, frame: int) -> Path:
     return Path(directory) / sequence / f"{frame:06d}.npy"
+
+
+def features_path(directory: str | Path, sequence: str, frame: int) -> Path:
+    return Path(directory) / sequence / f"{frame:06d}.feat.npz"
+
+
+def feature_rows(finite: np.ndarray, count: int, sequence: str, frame: int) -> np.ndarray:
+    """Sorted rows of ``count`` finite points of a scan, the same for every run (seeded by the key)."""
+    candidates = np.flatnonzero(finite)
+    rng = np.random.default_rng([int(sequence) if sequence.isdigit() else len(sequence), frame, 2025])
+    chosen = rng.choice(len(candidates), size=min(count, len(candidates)), replace=False)
+    return candidates[np.sort(chosen)]
 
 
 @torch.no_grad()
@@ -38,6 +57,7 @@ def dump_teacher_logits(
     out_dir: str | Path,
     device: str = "cpu",
     progress: Callable[[int], None] | None = None,
+    feature_points: int = DEFAULT_FEATURE_POINTS,
 ) -> Path:
     """Run the teacher (eval, no augmentation) on every training scan of ``config``; returns index.json."""
     out_dir = Path(out_dir)
@@ -54,13 +74,23 @@ def dump_teacher_logits(
     for item in range(len(dataset)):
         sample = dataset[item]
         points = torch.from_numpy(sample.points).to(device)
-        logits = model(points, torch.zeros(len(points), dtype=torch.int64, device=device)).logits
+        output = model(points, torch.zeros(len(points), dtype=torch.int64, device=device))
         n_current = int(sample.current_finite.sum())
-        out = np.full((len(sample.current_finite), logits.shape[1]), np.nan, dtype=np.float16)
-        out[sample.current_finite] = logits[:n_current].float().cpu().numpy().astype(np.float16)
+        out = np.full((len(sample.current_finite), output.logits.shape[1]), np.nan, dtype=np.float16)
+        out[sample.current_finite] = output.logits[:n_current].float().cpu().numpy().astype(np.float16)
         path = logits_path(out_dir, sample.sequence, sample.frame)
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, out)
+        if feature_points > 0:
+            rows = feature_rows(sample.current_finite, feature_points, sample.sequence, sample.frame)
+            # Current-scan outputs come in the order of the scan's finite rows.
+            current = np.cumsum(sample.current_finite)[rows] - 1
+            features = output.features[torch.from_numpy(current).to(device)].float().cpu().numpy()
+            np.savez(
+                features_path(out_dir, sample.sequence, sample.frame),
+                rows=rows.astype(np.int64),
+                features=features.astype(np.float16),
+            )
         frames[sample.sequence].append(sample.frame)
         if progress is not None:
             progress(1)
@@ -76,6 +106,8 @@ def dump_teacher_logits(
         "data_root": str(Path(data.root).resolve()),
         "num_scans": data.num_scans,
         "max_points": data.max_points,
+        "feature_points": feature_points,
+        "feature_dim": model.config.feature_dim,
         "frames": frames,
     }
     index_path = out_dir / "index.json"
@@ -89,3 +121,15 @@ def load_teacher_logits(directory: str | Path, sequence: str, frame: int) -> np.
     if not path.is_file():
         raise KdmosError(f"no teacher logits for sequence {sequence} frame {frame}: {path} is missing")
     return np.load(path)
+
+
+def load_teacher_features(directory: str | Path, sequence: str, frame: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows int64 [M], features float16 [M, D]) stored for one scan by :func:`dump_teacher_logits`."""
+    path = features_path(directory, sequence, frame)
+    if not path.is_file():
+        raise KdmosError(
+            f"no teacher features for sequence {sequence} frame {frame}: {path} is missing "
+            "(dump-logits with --feature-points > 0)"
+        )
+    with np.load(path) as stored:
+        return stored["rows"], stored["features"]

@@ -54,6 +54,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from kdmos_ros.errors import KdmosError
 from kdmos_ros.io.semantickitti import KDMOS_IGNORE, KDMOS_MOVING
 from kdmos_ros.metrics import ConfusionMatrix, MosScores, mos_matrix, update_mos
+from kdmos_ros.train import distill
 from kdmos_ros.train.config import TrainConfig
 from kdmos_ros.train.data import Batch, Collate, LabelledScans, MosDataset, inverse_frequency_weights
 from kdmos_ros.train.losses import segmentation_loss
@@ -99,8 +100,35 @@ class StudentAdapter:
         self.collate = Collate(self.contract)
         self.class_weights: Tensor | None = None  # set by the Trainer (loss.class_weights)
 
+        # Distillation (train/distill.py): the teacher's outputs, stored or from the teacher itself.
+        self.distill = config.distill
+        self.teacher: nn.Module | None = None
+        self.targets: distill.OfflineTargets | distill.OnlineTargets | None = None
+        self.teacher_dim = 0
+        if self.distill is not None:
+            relation = self.distill.relation_points if self.distill.relation_weight > 0 else None
+            if self.distill.teacher_checkpoint is not None:
+                self.teacher, extra = teacher_models.load_teacher(self.distill.teacher_checkpoint)
+                self.teacher.requires_grad_(False)
+                recipe = extra.get("trainer", {}).get("recipe", {}) if isinstance(extra, dict) else {}
+                data = recipe.get("data", {}) if isinstance(recipe, dict) else {}
+                self.targets = distill.OnlineTargets(
+                    int(data.get("num_scans", self.teacher.config.max_scans)),
+                    data.get("max_points"),
+                    self.teacher.config.motion_context,
+                    relation,
+                )
+                self.teacher_dim = self.teacher.config.feature_dim
+            else:
+                assert self.distill.teacher_logits is not None
+                self.targets = distill.OfflineTargets(self.distill.teacher_logits, self.classes, relation)
+                self.teacher_dim = self.targets.feature_dim
+
     def build(self) -> nn.Module:
-        return student_models.build_student(self.model_config)
+        student = student_models.build_student(self.model_config)
+        if self.distill is not None and self.distill.relation_weight > 0:
+            return distill.DistilledStudent(student, self.teacher_dim)
+        return student
 
     def datasets(self) -> tuple[Dataset, Dataset | None]:
         data = self.config.data
@@ -111,13 +139,37 @@ class StudentAdapter:
             self.config.augment,
             data.min_moving_points,
             self.config.run.seed,
+            self.targets,
         )
         val = MosDataset(data.root, data.val_sequences, self.contract) if data.val_sequences else None
         return train, val
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         output = model(batch.point_features, batch.point_cells, batch.motion_bev)
-        return segmentation_loss(output.voxel_logits, batch.voxel_labels, KDMOS_IGNORE, self.class_weights)
+        loss = segmentation_loss(output.voxel_logits, batch.voxel_labels, KDMOS_IGNORE, self.class_weights)
+        if self.distill is None:
+            return loss
+        relation = self.distill.relation_weight > 0
+        if self.teacher is not None:
+            self.teacher.to(batch.labels.device).eval()
+            teacher_logits, teacher_features = distill.run_teacher(self.teacher, batch, relation)
+        else:
+            assert batch.teacher_logits is not None
+            teacher_logits, teacher_features = batch.teacher_logits, batch.relation_features
+        weights = self.class_weights
+        if weights is None:  # KDMOS's L_NC is class-weighted; without recipe weights, all classes count 1
+            weights = torch.ones(len(self.classes), device=loss.device)
+            weights[KDMOS_IGNORE] = 0.0
+        return loss + distill.distillation_loss(
+            self.distill, output, batch, teacher_logits, teacher_features, weights
+        )
+
+    def load_weights(self, model: nn.Module, payload: dict[str, Any]) -> None:
+        if isinstance(model, distill.DistilledStudent):
+            model.student.load_state_dict(payload["state_dict"])
+            model.projector.load_state_dict(payload["projector"])
+        else:
+            model.load_state_dict(payload["state_dict"])
 
     def predict(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
         """(P(moving) per labelled point, its KDMOS label)."""
@@ -125,7 +177,13 @@ class StudentAdapter:
         return moving_probability(output.point_logits, KDMOS_MOVING, KDMOS_IGNORE), batch.labels
 
     def save(self, path: Path, model: nn.Module, extra: dict[str, Any]) -> None:
-        training = {"recipe": self.config.model.preset, "epoch": extra["trainer"]["epoch"]}
+        training: dict[str, Any] = {"recipe": self.config.model.preset, "epoch": extra["trainer"]["epoch"]}
+        if self.distill is not None:
+            source = self.distill.teacher_checkpoint or self.distill.teacher_logits
+            training["distilled_from"] = str(source)
+        if isinstance(model, distill.DistilledStudent):
+            extra = {**extra, "projector": dict(model.projector.state_dict())}
+            model = model.student
         student_models.save_student(path, model, self.model_config, training=training, **extra)
 
 
@@ -183,6 +241,9 @@ class TeacherAdapter:
 
     def save(self, path: Path, model: nn.Module, extra: dict[str, Any]) -> None:
         teacher_models.save_teacher(path, model, **extra)
+
+    def load_weights(self, model: nn.Module, payload: dict[str, Any]) -> None:
+        model.load_state_dict(payload["state_dict"])
 
 
 def make_adapter(config: TrainConfig) -> StudentAdapter | TeacherAdapter:
@@ -572,8 +633,8 @@ class Trainer:
                 f"cannot resume: {path} is a {payload.get('kind')!r} checkpoint, not a {self.adapter.kind}"
             )
         try:
-            self.model.load_state_dict(payload["state_dict"])
-        except RuntimeError as error:
+            self.adapter.load_weights(self.model, payload)
+        except (RuntimeError, KeyError) as error:
             first = str(error).strip().splitlines()[0]
             raise ResumeError(
                 f"cannot resume: {path} does not match the recipe's model ({first[:200]})"

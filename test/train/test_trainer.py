@@ -5,12 +5,11 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
-import yaml
+from support import TINY_TEACHER, recipe, write_recipe
 
 from kdmos_ros.cli import main
 from kdmos_ros.io.semantickitti import open_sequence
@@ -20,51 +19,11 @@ from kdmos_ros.train.config import parse_config
 from kdmos_ros.train.teacher_logits import load_teacher_logits
 from kdmos_ros.train.trainer import Trainer, lr_factor
 
-# Architectures shrunk so a step takes well under a second on 2 CPU cores.
-TINY_STUDENT = {"grid": {"n_rho": 64, "n_phi": 64, "n_z": 8}}
-TINY_TEACHER = {
-    "grid_size": 0.4,
-    "enc_channels": [16, 32],
-    "enc_depths": [1, 1],
-    "enc_heads": [2, 2],
-    "dec_channels": [16],
-    "dec_depths": [1],
-    "dec_heads": [2],
-    "patch_size": 64,
-}
-
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sim")
     write_sequence(Simulation(load_sensor("vlp16"), 0, 16), path, "00")
-    return path
-
-
-def recipe(root: Path, out: Path, kind: str, **optim: Any) -> dict[str, Any]:
-    model = (
-        {"kind": "student", "preset": "lite", "overrides": TINY_STUDENT}
-        if kind == "student"
-        else {"kind": "teacher", "preset": "small", "overrides": TINY_TEACHER}
-    )
-    return {
-        "data": {"root": str(root), "train_sequences": ["00"], "val_sequences": ["00"], "num_scans": 2},
-        "model": model,
-        "optim": {
-            "optimizer": "adamw",
-            "lr": 0.005,
-            "warmup_epochs": 0.5,
-            "epochs": 2,
-            "batch_size": 2,
-            "max_steps_per_epoch": 2,
-            **optim,
-        },
-        "run": {"seed": 1, "out_dir": str(out)},
-    }
-
-
-def write_recipe(path: Path, payload: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(payload))
     return path
 
 

@@ -1,0 +1,184 @@
+"""Distillation: teacher outputs reach the right student points, the loss adds up, runs resume and export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from support import recipe, write_recipe
+
+from kdmos_ros.cli import main
+from kdmos_ros.io.semantickitti import KDMOS_IGNORE, KDMOS_MOVING
+from kdmos_ros.pipeline.features import point_inputs
+from kdmos_ros.sim.sensors import load_sensor
+from kdmos_ros.sim.simulate import Simulation, write_sequence
+from kdmos_ros.train import distill
+from kdmos_ros.train.config import DistillConfig, parse_config
+from kdmos_ros.train.data import Batch, Collate, MosDataset
+from kdmos_ros.train.losses import kdmos_loss, logit_kd_loss, relation_kd_loss
+from kdmos_ros.train.models.student import StudentOutput
+from kdmos_ros.train.models.teacher import load_teacher
+from kdmos_ros.train.teacher_logits import load_teacher_features, load_teacher_logits
+from kdmos_ros.train.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sim")
+    write_sequence(Simulation(load_sensor("vlp16"), 0, 12), path, "00")
+    return path
+
+
+@pytest.fixture(scope="module")
+def teacher(root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(teacher checkpoint, folder of its dumped logits and features)."""
+    work = tmp_path_factory.mktemp("teacher")
+    config = write_recipe(work / "teacher.yaml", recipe(root, work / "run", "teacher", epochs=1))
+    assert main(["train", "teacher", str(config)]) == 0
+    logits = work / "logits"
+    checkpoint = work / "run" / "best.pt"
+    command = ["train", "dump-logits", str(config), "-c", str(checkpoint), "-o", str(logits)]
+    assert main([*command, "--feature-points", "300"]) == 0
+    return checkpoint, logits
+
+
+def student_recipe(root: Path, out: Path, **distill_section: object) -> dict:
+    payload = recipe(root, out, "student", epochs=2)
+    payload["distill"] = distill_section
+    payload["loss"] = {"class_weights": "inverse_frequency"}
+    return payload
+
+
+def test_offline_targets_are_the_dumped_rows_of_the_students_points(
+    root: Path, teacher: tuple[Path, Path]
+) -> None:
+    _, logits_dir = teacher
+    config = parse_config(student_recipe(root, root / "unused", teacher_logits=str(logits_dir)))
+    trainer_contract = Trainer(config, progress=False, log=lambda _: None).adapter.contract
+    targets = distill.OfflineTargets(logits_dir, trainer_contract.classes, relation_points=50)
+    dataset = MosDataset(root, ["00"], trainer_contract, targets=targets)
+    sample = dataset[5]
+    stored = load_teacher_logits(logits_dir, "00", sample.frame).astype(np.float32)
+    scan = dataset.sequences["00"].read_scan(sample.frame)
+    in_grid, _, _ = point_inputs(trainer_contract.grid, scan)
+    assert np.array_equal(sample.teacher_logits, stored[in_grid])
+    # Relation points: stored feature rows of points the student sees, with their stored features.
+    rows, features = load_teacher_features(logits_dir, "00", sample.frame)
+    scan_rows = np.flatnonzero(in_grid)[sample.relation_index]
+    assert sample.relation_index.shape == (50,) and sample.relation_features.shape == (50, features.shape[1])
+    lookup = {int(r): i for i, r in enumerate(rows)}
+    expected = np.stack([features[lookup[int(r)]] for r in scan_rows]).astype(np.float32)
+    assert np.array_equal(sample.relation_features, expected)
+
+
+def test_online_teacher_gives_the_dumped_logits(root: Path, teacher: tuple[Path, Path]) -> None:
+    checkpoint, logits_dir = teacher
+    model, _ = load_teacher(checkpoint)
+    config = parse_config(student_recipe(root, root / "unused", teacher_checkpoint=str(checkpoint)))
+    adapter = Trainer(config, progress=False, log=lambda _: None).adapter
+    dataset = MosDataset(root, ["00"], adapter.contract, targets=adapter.targets)
+    samples = [dataset[3], dataset[7]]
+    batch = Collate(adapter.contract)(samples)
+    online, _ = distill.run_teacher(model, batch, relation=False)
+    offset = 0
+    for sample in samples:
+        stored = load_teacher_logits(logits_dir, "00", sample.frame).astype(np.float32)
+        in_grid, _, _ = point_inputs(adapter.contract.grid, dataset.sequences["00"].read_scan(sample.frame))
+        n = len(sample.labels)
+        assert np.allclose(online[offset : offset + n].numpy(), stored[in_grid], atol=2e-2)  # float16 store
+        offset += n
+
+
+def _output(n: int, classes: int, generator: torch.Generator) -> StudentOutput:
+    return StudentOutput(
+        point_logits=torch.randn(n, classes, generator=generator),
+        voxel_logits=torch.zeros(1),
+        point_embeddings=torch.randn(n, 8, generator=generator),
+    )
+
+
+def test_distillation_loss_is_the_weighted_sum_of_its_terms() -> None:
+    generator = torch.Generator().manual_seed(0)
+    n = 40
+    output = _output(n, 4, generator)
+    teacher_logits = torch.randn(n, 4, generator=generator)
+    labels = torch.randint(0, 4, (n,), generator=generator)
+    labels[:5] = KDMOS_MOVING
+    relation_index = torch.tensor([[0, 3, 5, 9], [20, 22, 30, 39]])
+    teacher_features = torch.randn(2, 4, 8, generator=generator)
+    batch = Batch(
+        [], torch.zeros(n, 9), torch.zeros(n, 4, dtype=torch.long), torch.zeros(1), labels, torch.zeros(1)
+    )
+    batch.relation_index = relation_index
+    weights = torch.tensor([0.0, 1.0, 5.0, 40.0])
+    config = DistillConfig(teacher_logits=Path("x"), relation_weight=0.001, logit_weight=0.5)
+    total = distill.distillation_loss(config, output, batch, teacher_logits, teacher_features, weights)
+    labelled = labels != KDMOS_IGNORE
+    expected = (
+        kdmos_loss(output.point_logits, teacher_logits, labels, KDMOS_MOVING, weights, 4.0, 0.3, 3.0)
+        + 0.5 * logit_kd_loss(output.point_logits[labelled], teacher_logits[labelled], 4.0)
+        + 0.001 * relation_kd_loss(output.point_embeddings[relation_index], teacher_features, 1.0)
+    )
+    assert float(total) == pytest.approx(float(expected), rel=1e-6)
+    # Every weight at zero: nothing is added.
+    off = DistillConfig(teacher_logits=Path("x"), kd_weight=0.0)
+    assert float(distill.distillation_loss(off, output, batch, teacher_logits, None, weights)) == 0.0
+
+
+def test_distilled_training_resumes_exactly_and_exports(
+    root: Path, teacher: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, logits_dir = teacher
+    payload = student_recipe(
+        root, tmp_path / "run", teacher_logits=str(logits_dir), relation_weight=0.001, logit_weight=0.1
+    )
+    full = Trainer(parse_config(payload), out_dir=tmp_path / "full", progress=False, log=lambda _: None)
+    full.fit()
+
+    first = Trainer(
+        parse_config({**payload, "optim": {**payload["optim"], "epochs": 1}}),
+        out_dir=tmp_path / "part",
+        progress=False,
+        log=lambda _: None,
+    )
+    first.fit()
+    resumed = Trainer(parse_config(payload), out_dir=tmp_path / "part", progress=False, log=lambda _: None)
+    resumed.resume()
+    resumed.fit()
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+    saved = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    assert saved["kind"] == "kdmos-student" and "projector" in saved
+    assert saved["training"]["distilled_from"] == str(logits_dir)
+    onnx_path = tmp_path / "distilled.onnx"
+    assert main(["export", "--checkpoint", str(tmp_path / "full" / "best.pt"), "--out", str(onnx_path)]) == 0
+    metadata = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    contract = json.loads(metadata["kdmos_contract"])
+    assert contract["training"]["distilled_from"] == str(logits_dir)
+
+
+def test_distill_config_needs_exactly_one_teacher_source(root: Path, tmp_path: Path) -> None:
+    from kdmos_ros.train.config import TrainConfigError
+
+    with pytest.raises(TrainConfigError, match="exactly one of teacher_logits"):
+        parse_config(student_recipe(root, tmp_path, temperature=4.0))
+    payload = recipe(root, tmp_path, "teacher")
+    payload["distill"] = {"teacher_logits": "x"}
+    with pytest.raises(TrainConfigError, match="only a student is distilled"):
+        parse_config(payload)
+
+
+def test_missing_logits_folder_is_one_clear_error(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_recipe(
+        tmp_path / "s.yaml", student_recipe(root, tmp_path / "run", teacher_logits=str(tmp_path / "no"))
+    )
+    assert main(["train", "student", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "run kdmos train dump-logits first" in err and len(err.strip().splitlines()) == 1
