@@ -21,17 +21,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from kdmos_ros.errors import KdmosError
 from kdmos_ros.train.config import TrainConfig
 from kdmos_ros.train.models.teacher import load_teacher
-from kdmos_ros.train.teacher_data import TeacherDataset
+from kdmos_ros.train.teacher_data import TeacherDataset, TeacherSample
 
 INDEX_KIND = "kdmos-teacher-logits"
 
 
 #: Points per scan whose teacher features are stored (relation distillation samples from them).
 DEFAULT_FEATURE_POINTS = 2048
+
+
+def _unchanged(sample: TeacherSample) -> TeacherSample:
+    return sample
 
 
 def logits_path(directory: str | Path, sequence: str, frame: int) -> Path:
@@ -71,8 +76,9 @@ def dump_teacher_logits(
         data.root, data.train_sequences, data.num_scans, None, data.max_points, 0, model.config.motion_context
     )
     frames: dict[str, list[int]] = {name: [] for name in data.train_sequences}
-    for item in range(len(dataset)):
-        sample = dataset[item]
+    # Worker processes build the next samples (reading, aligning, motion context) while the teacher runs.
+    loader = DataLoader(dataset, batch_size=None, num_workers=data.num_workers, collate_fn=_unchanged)
+    for sample in loader:
         points = torch.from_numpy(sample.points).to(device)
         output = model(points, torch.zeros(len(points), dtype=torch.int64, device=device))
         n_current = int(sample.current_finite.sum())

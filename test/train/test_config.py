@@ -20,6 +20,8 @@ RECIPES = Path(__file__).resolve().parents[2] / "config" / "train"
         ("teacher_base", "teacher", "base"),
         ("sim/student_lite", "student", "lite"),
         ("sim/teacher", "teacher", "small"),
+        ("sim/student_lite_kd", "student", "lite"),
+        ("sim/student_lite_kd_rkd", "student", "lite"),
     ],
 )
 def test_shipped_recipes_validate(name: str, kind: str, preset: str) -> None:
