@@ -53,6 +53,24 @@ def cdr_roundtrip(msg: Any) -> Any:
     return TS.deserialize_cdr(raw, PointCloud2.__msgtype__)
 
 
+CLOUD_ATTRIBUTES = (
+    "header",
+    "height",
+    "width",
+    "fields",
+    "is_bigendian",
+    "point_step",
+    "row_step",
+    "data",
+    "is_dense",
+)
+
+
+def message_values(msg: Any, **changes: Any) -> dict[str, Any]:
+    """Every ``sensor_msgs/PointCloud2`` attribute of ``msg`` by name, with ``changes`` applied."""
+    return {**{k: getattr(msg, k) for k in CLOUD_ATTRIBUTES}, **changes}
+
+
 def make_header(sec: int = 1_700_000_000, nanosec: int = 123_456_789, frame: str = "lidar") -> Any:
     return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame)
 
@@ -366,22 +384,7 @@ def test_rclpy_like_data_containers_decode_the_same(container: str) -> None:
     msg = make_cloud(VELODYNE_FIELDS, 22, points)
     raw = bytes(np.asarray(msg.data, np.uint8))
     data = {"bytes": raw, "array": array.array("B", raw), "list": list(raw)}[container]
-    like = SimpleNamespace(
-        **{
-            k: getattr(msg, k)
-            for k in (
-                "header",
-                "height",
-                "width",
-                "fields",
-                "is_bigendian",
-                "point_step",
-                "row_step",
-                "is_dense",
-            )
-        },
-        data=data,
-    )
+    like = SimpleNamespace(**message_values(msg, data=data))
     np.testing.assert_array_equal(pc2.decode(like), expected_xyzi(points))
     labels, prob = labels_and_prob(40, rng)
     np.testing.assert_array_equal(pc2.encode(like, labels, prob).data, pc2.encode(msg, labels, prob).data)
@@ -425,22 +428,7 @@ def _velodyne_msg(n: int = 8) -> Any:
 
 
 def _with(msg: Any, **changes: Any) -> Any:
-    values = {
-        k: getattr(msg, k)
-        for k in (
-            "header",
-            "height",
-            "width",
-            "fields",
-            "is_bigendian",
-            "point_step",
-            "row_step",
-            "data",
-            "is_dense",
-        )
-    }
-    values.update(changes)
-    return PointCloud2(**values)
+    return PointCloud2(**message_values(msg, **changes))
 
 
 def test_all_errors_are_kdmos_errors() -> None:
