@@ -263,14 +263,11 @@ def _entry(
     sa = grid.sin_a[c0:c1]
     tan_e = grid.tan_e[b0:b1]
     if kind == ELLIPSOID:
-        return _ellipsoid_entry(ca, sa, tan_e, cx, cy, yaw, a, b, z0, z1)
+        ox, oy, dxl, dyl = _ray_in_frame(ca, sa, cx, cy, yaw)
+        # Scaled so that the horizontal ellipse (semi-axes a, b) is the unit circle.
+        return _ellipsoid_entry(ox / a, oy / b, dxl / a, dyl / b, tan_e, z0, z1)
     if kind == BOX:
-        cos_y, sin_y = math.cos(yaw), math.sin(yaw)
-        # Ray origin and directions in the box frame.
-        ox = -(cx * cos_y + cy * sin_y)
-        oy = cx * sin_y - cy * cos_y
-        dxl = ca * cos_y + sa * sin_y
-        dyl = sa * cos_y - ca * sin_y
+        ox, oy, dxl, dyl = _ray_in_frame(ca, sa, cx, cy, yaw)
         tx1 = (-a - ox) / dxl
         tx2 = (a - ox) / dxl
         ty1 = (-b - oy) / dyl
@@ -297,25 +294,26 @@ def _entry(
     return np.where((enter < leave) & (enter > 0.0), enter, np.inf)
 
 
-def _ellipsoid_entry(
-    ca: np.ndarray,
-    sa: np.ndarray,
-    tan_e: np.ndarray,
-    cx: float,
-    cy: float,
-    yaw: float,
-    a: float,
-    b: float,
-    z0: float,
-    z1: float,
-) -> np.ndarray:
+def _ray_in_frame(
+    ca: np.ndarray, sa: np.ndarray, cx: float, cy: float, yaw: float
+) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """The rays' common origin and horizontal directions in the frame of a primitive centred at
+    ``(cx, cy)`` and turned by ``yaw``: ``(ox, oy, dx, dy)``, one ``dx``/``dy`` per column."""
     cos_y, sin_y = math.cos(yaw), math.sin(yaw)
+    ox = -(cx * cos_y + cy * sin_y)
+    oy = cx * sin_y - cy * cos_y
+    dx = ca * cos_y + sa * sin_y
+    dy = sa * cos_y - ca * sin_y
+    return ox, oy, dx, dy
+
+
+def _ellipsoid_entry(
+    ox: float, oy: float, dxl: np.ndarray, dyl: np.ndarray, tan_e: np.ndarray, z0: float, z1: float
+) -> np.ndarray:
+    """:func:`_entry` of an ellipsoid spanning heights ``z0..z1``, the rays' horizontal origin
+    ``(ox, oy)`` and directions ``dxl``/``dyl`` given in its frame scaled to the unit circle."""
     c = 0.5 * (z1 - z0)
-    ox = -(cx * cos_y + cy * sin_y) / a
-    oy = (cx * sin_y - cy * cos_y) / b
     oz = -0.5 * (z0 + z1) / c
-    dxl = (ca * cos_y + sa * sin_y) / a
-    dyl = (sa * cos_y - ca * sin_y) / b
     dzl = tan_e / c
     # |o + s·d|² = 1 in the unit-sphere frame; quadratic coefficients split into column and beam terms.
     qa = (dxl * dxl + dyl * dyl)[None, :] + (dzl * dzl)[:, None]
