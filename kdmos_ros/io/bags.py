@@ -172,10 +172,13 @@ def deserialize(reader: AnyReader, message: BagMessage) -> Any:
     try:
         return reader.deserialize(message.raw, message.connection.msgtype)
     except _READ_ERRORS as error:
-        raise CorruptBagError(
-            f"a {message.connection.msgtype} message on {message.connection.topic} at "
-            f"{message.timestamp} ns cannot be decoded: {error}"
-        ) from None
+        raise _message_error(message, f"at {message.timestamp} ns cannot be decoded", error) from None
+
+
+def _message_error(message: BagMessage, problem: str, error: Exception) -> CorruptBagError:
+    """:class:`CorruptBagError` for one message that rosbags cannot read: its type, topic, ``problem``."""
+    connection = message.connection
+    return CorruptBagError(f"a {connection.msgtype} message on {connection.topic} {problem}: {error}")
 
 
 def topic_connections(reader: AnyReader, topic: str, msgtypes: Sequence[str]) -> list[Connection]:
@@ -341,7 +344,4 @@ def to_cdr(reader: AnyReader, store: Any, message: BagMessage) -> bytes | memory
     try:
         return store.ros1_to_cdr(message.raw, message.connection.msgtype)
     except _READ_ERRORS as error:
-        raise CorruptBagError(
-            f"a {message.connection.msgtype} message on {message.connection.topic} cannot be converted "
-            f"to ROS 2: {error}"
-        ) from None
+        raise _message_error(message, "cannot be converted to ROS 2", error) from None
