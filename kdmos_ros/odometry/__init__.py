@@ -9,39 +9,10 @@ All poses are 4 × 4 float64 ``parent ← child`` matrices; the one the segmente
 odom ← LiDAR at the cloud's stamp. Nothing here imports ROS, torch or (until used) kiss-icp.
 """
 
-from kdmos_ros.odometry.lidar import INSTALL_HINT, LidarOdometry, OdometryError, OdometryUnavailableError
-from kdmos_ros.odometry.poses import (
-    PoseBuffer,
-    PoseLookupError,
-    interpolate_pose,
-    invert_pose,
-    matrix_to_quaternion,
-    pose_from_transform,
-    pose_to_transform,
-    quaternion_slerp,
-    quaternion_to_matrix,
-    stamp_to_seconds,
-    transform_to_pose,
-)
-from kdmos_ros.odometry.tf import TfLookupError, TfTree, normalize_frame
+# Each submodule's __all__ is the one list of what it exports; the package re-exports all of them.
+from kdmos_ros.odometry import lidar, poses, tf
+from kdmos_ros.odometry.lidar import *  # noqa: F403
+from kdmos_ros.odometry.poses import *  # noqa: F403
+from kdmos_ros.odometry.tf import *  # noqa: F403
 
-__all__ = [
-    "INSTALL_HINT",
-    "LidarOdometry",
-    "OdometryError",
-    "OdometryUnavailableError",
-    "PoseBuffer",
-    "PoseLookupError",
-    "TfLookupError",
-    "TfTree",
-    "interpolate_pose",
-    "invert_pose",
-    "matrix_to_quaternion",
-    "normalize_frame",
-    "pose_from_transform",
-    "pose_to_transform",
-    "quaternion_slerp",
-    "quaternion_to_matrix",
-    "stamp_to_seconds",
-    "transform_to_pose",
-]
+__all__ = sorted(lidar.__all__ + poses.__all__ + tf.__all__)
