@@ -502,6 +502,10 @@ class Trainer:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         visible = self.show_progress and self.dist.main
         with Progress(*columns, transient=True, disable=not visible) as progress:
+            # Redirected to a file (nohup, a cluster job), the bar draws nothing: log lines instead.
+            report_every = (
+                0 if progress.console.is_terminal or not visible else max(1, self.steps_per_epoch // 10)
+            )
             epoch_task = progress.add_task("epochs", total=epochs, completed=self.epoch)
             while self.epoch < epochs:
                 started = time.perf_counter()
@@ -513,6 +517,12 @@ class Trainer:
                     progress.update(
                         step_task, advance=1, description=f"epoch {self.epoch + 1} loss {losses[-1]:.3f}"
                     )
+                    if report_every and len(losses) % report_every == 0:
+                        self.log(
+                            f"epoch {self.epoch + 1}: step {len(losses)}/{self.steps_per_epoch}, "
+                            f"loss {np.mean(losses[-report_every:]):.4f}, "
+                            f"{time.perf_counter() - started:.0f} s"
+                        )
                 progress.remove_task(step_task)
                 train_loss = self._mean_over_ranks(losses)
                 lr = self.optimizer.param_groups[0]["lr"]

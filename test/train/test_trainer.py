@@ -204,3 +204,11 @@ def test_teacher_trains_and_dumps_logits_by_frame(root: Path, tmp_path: Path) ->
         finite = np.isfinite(points[:, :3]).all(axis=1)
         assert np.isfinite(logits[finite]).all()
         assert np.isnan(logits[~finite]).all()
+
+
+def test_runs_without_a_terminal_log_their_progress(root: Path, tmp_path: Path) -> None:
+    lines: list[str] = []
+    config = parse_config(recipe(root, tmp_path / "run", "student", epochs=1))
+    Trainer(config, log=lines.append, progress=True).fit()
+    steps = [line for line in lines if line.startswith("epoch 1: step")]
+    assert [line.split(",")[0] for line in steps] == ["epoch 1: step 1/2", "epoch 1: step 2/2"]
