@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -212,3 +213,10 @@ def test_runs_without_a_terminal_log_their_progress(root: Path, tmp_path: Path) 
     Trainer(config, log=lines.append, progress=True).fit()
     steps = [line for line in lines if line.startswith("epoch 1: step")]
     assert [line.split(",")[0] for line in steps] == ["epoch 1: step 1/2", "epoch 1: step 2/2"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_heap_fragmentation_limit_applies_on_linux() -> None:
+    from kdmos_ros.train.trainer import limit_heap_fragmentation
+
+    assert limit_heap_fragmentation()
