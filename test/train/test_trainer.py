@@ -216,7 +216,7 @@ def test_runs_without_a_terminal_log_their_progress(root: Path, tmp_path: Path) 
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_heap_fragmentation_limit_applies_on_linux() -> None:
-    from kdmos_ros.train.trainer import limit_heap_fragmentation
+def test_free_memory_is_released_on_linux() -> None:
+    from kdmos_ros.train.trainer import release_free_memory
 
-    assert limit_heap_fragmentation()
+    assert release_free_memory()
