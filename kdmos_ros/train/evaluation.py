@@ -32,7 +32,7 @@ from kdmos_ros.train.models.teacher import TeacherNet, load_teacher
 from kdmos_ros.train.teacher_data import TeacherDataset
 from kdmos_ros.train.trainer import MOVING_THRESHOLD, moving_probability
 
-#: The teacher sees up to this many past-scan points per sample at evaluation (current scan: all).
+#: Points per teacher sample at evaluation when its recipe sets no limit (the current scan is never cut).
 TEACHER_EVAL_MAX_POINTS = 400_000
 
 
@@ -73,13 +73,14 @@ def evaluate_teacher(
     name: str,
     device: str | torch.device = "cpu",
     progress: Callable[[int], None] | None = None,
+    max_points: int | None = TEACHER_EVAL_MAX_POINTS,
 ) -> EvalReport:
     """Score a teacher on labelled sequences: K-scan samples, P(moving) ≥ 0.5 on the current scan."""
     model = model.to(device).eval()
     context = model.config.motion_context
     reports = []
     for sequence_name in sequences:
-        dataset = TeacherDataset(root, [sequence_name], num_scans, None, TEACHER_EVAL_MAX_POINTS, 0, context)
+        dataset = TeacherDataset(root, [sequence_name], num_scans, None, max_points, 0, context)
         sequence = dataset.sequences[sequence_name]
         report = SequenceReport(sequence.directory.name)
         for item in range(len(dataset)):
@@ -125,9 +126,12 @@ def evaluate_checkpoint(
         report.model = str(checkpoint)
         return report
     model, extra = load_teacher(checkpoint, map_location=device)
+    # The teacher sees what it was trained on: the recipe's number of scans and point budget.
+    recipe = extra.get("trainer", {}).get("recipe", {}) if isinstance(extra.get("trainer"), dict) else {}
+    data = recipe.get("data", {}) if isinstance(recipe, dict) else {}
     if num_scans is None:
-        recipe = extra.get("trainer", {}).get("recipe", {}) if isinstance(extra.get("trainer"), dict) else {}
-        num_scans = int(recipe.get("data", {}).get("num_scans", model.config.max_scans))
+        num_scans = int(data.get("num_scans", model.config.max_scans))
     if not 1 <= num_scans <= model.config.max_scans:
         raise KdmosError(f"the teacher takes 1 to {model.config.max_scans} scans, not {num_scans}")
-    return evaluate_teacher(model, root, sequences, num_scans, str(checkpoint), device, progress)
+    max_points = data.get("max_points") or TEACHER_EVAL_MAX_POINTS
+    return evaluate_teacher(model, root, sequences, num_scans, str(checkpoint), device, progress, max_points)
