@@ -54,7 +54,14 @@ setup(
         "train": ["torch>=2.1", "onnx>=1.15", "matplotlib>=3.5", "tensorboard>=2.10"],
         # Built-in LiDAR odometry (KISS-ICP) for robots and bags without odometry of their own.
         "odometry": ["kiss-icp>=1.0"],
-        "test": ["pytest>=7", "onnx>=1.15", "colcon-common-extensions", "ruff>=0.17,<0.18", "kiss-icp>=1.0"],
+        "test": [
+            "pytest>=7",
+            "onnx>=1.15",
+            "colcon-common-extensions",
+            "ruff>=0.17,<0.18",
+            "kiss-icp>=1.0",
+            "mcap>=1.1",  # label-bag tests read the output with the mcap library's own reader
+        ],
     },
     zip_safe=True,
     entry_points={
