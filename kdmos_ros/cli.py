@@ -625,12 +625,11 @@ def export(
 
     import torch
 
-    from kdmos_ros.train.export import export_onnx
+    from kdmos_ros.train.export import export_onnx, trained_student
     from kdmos_ros.train.models.student import (
         build_student,
         count_parameters,
         format_parameter_counts,
-        load_student,
         preset_config,
     )
 
@@ -640,13 +639,9 @@ def export(
         model = build_student(config)
         training: dict = {"trained": False, "seed": 0}
     else:
-        model, config, extra = load_student(checkpoint)
+        model, config, training = trained_student(checkpoint)
         if preset is not None and preset != config.preset:
             raise KdmosError(f"{checkpoint} holds a {config.preset!r} student, not {preset!r}; drop --preset")
-        recorded = extra.get("training", {})
-        if not isinstance(recorded, dict):
-            raise KdmosError(f"{checkpoint}: its 'training' entry is not a dictionary")
-        training = {"trained": True, "checkpoint": checkpoint.name, **recorded}
     counts = format_parameter_counts(count_parameters(model))
     console.print(f"student {config.preset}: {counts}", soft_wrap=True, highlight=False)
     path = export_onnx(model, config, out, training)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -25,8 +24,8 @@ from kdmos_ros.io.semantickitti import mos_labels
 from kdmos_ros.metrics import update_mos
 from kdmos_ros.pipeline.segmenter import LABEL_MOVING, LABEL_UNKNOWN, MotionSegmenter
 from kdmos_ros.train.checkpoint import CheckpointError
+from kdmos_ros.train.export import export_onnx, trained_student
 from kdmos_ros.train.models.student import CHECKPOINT_KIND as STUDENT_KIND
-from kdmos_ros.train.models.student import load_student
 from kdmos_ros.train.models.teacher import CHECKPOINT_KIND as TEACHER_KIND
 from kdmos_ros.train.models.teacher import TeacherNet, load_teacher
 from kdmos_ros.train.teacher_data import TeacherDataset
@@ -49,19 +48,6 @@ def checkpoint_kind(path: str | Path) -> str:
     if kind not in (STUDENT_KIND, TEACHER_KIND):
         raise CheckpointError(f"{path} is not a kdmos student or teacher checkpoint (kind {kind!r})")
     return str(kind)
-
-
-def export_student_checkpoint(checkpoint: str | Path, out: str | Path) -> tuple[Path, dict[str, Any]]:
-    """Export a trained student checkpoint to ONNX; returns (path, the contract's training record)."""
-    from kdmos_ros.train.export import export_onnx
-
-    checkpoint = Path(checkpoint)
-    model, config, extra = load_student(checkpoint)
-    recorded = extra.get("training", {})
-    if not isinstance(recorded, dict):
-        raise KdmosError(f"{checkpoint}: its 'training' entry is not a dictionary")
-    training = {"trained": True, "checkpoint": checkpoint.name, **recorded}
-    return export_onnx(model, config, out, training), training
 
 
 @torch.no_grad()
@@ -120,7 +106,8 @@ def evaluate_checkpoint(
     checkpoint = Path(checkpoint)
     if checkpoint_kind(checkpoint) == STUDENT_KIND:
         with tempfile.TemporaryDirectory(prefix="kdmos-eval-") as folder:
-            path, _ = export_student_checkpoint(checkpoint, Path(folder) / f"{checkpoint.stem}.onnx")
+            model, config, training = trained_student(checkpoint)
+            path = export_onnx(model, config, Path(folder) / f"{checkpoint.stem}.onnx", training)
             segmenter = MotionSegmenter.from_path(path, provider=provider, log=log)
             report = evaluate(segmenter, root, sequences, progress)
         report.model = str(checkpoint)

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from kdmos_ros import __version__
+from kdmos_ros.errors import KdmosError
 from kdmos_ros.pipeline.contract import (
     INPUT_MOTION_BEV,
     INPUT_POINT_CELLS,
@@ -38,7 +39,7 @@ from kdmos_ros.pipeline.contract import (
     OUTPUT_LOGITS,
     ModelContract,
 )
-from kdmos_ros.train.models.student import StudentConfig, StudentNet, count_parameters
+from kdmos_ros.train.models.student import StudentConfig, StudentNet, count_parameters, load_student
 
 OPSET = 18
 
@@ -183,3 +184,13 @@ def _check_io(proto: onnx.ModelProto, contract: ModelContract, config: StudentCo
     dims = [d.dim_value for d in proto.graph.input[2].type.tensor_type.shape.dim]
     if dims != [1, config.motion_channels, grid.n_rho, grid.n_phi]:
         raise RuntimeError(f"exported {INPUT_MOTION_BEV} has shape {dims}")
+
+
+def trained_student(checkpoint: str | Path) -> tuple[StudentNet, StudentConfig, dict[str, Any]]:
+    """(model, config, the contract's training record) of a trained student checkpoint."""
+    checkpoint = Path(checkpoint)
+    model, config, extra = load_student(checkpoint)
+    recorded = extra.get("training", {})
+    if not isinstance(recorded, dict):
+        raise KdmosError(f"{checkpoint}: its 'training' entry is not a dictionary")
+    return model, config, {"trained": True, "checkpoint": checkpoint.name, **recorded}
