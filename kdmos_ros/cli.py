@@ -596,6 +596,93 @@ def label_bag_command(
 
 
 @app.command()
+def demo(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the demo's files (replaced on the next run).")
+    ] = Path("kdmos_demo"),
+    model: Annotated[
+        Path | None, typer.Option("--model", "-m", help="ONNX model (default: the shipped lite model).")
+    ] = None,
+    scans: Annotated[int, typer.Option("--scans", "-n", min=12, help="Length of the simulated drive.")] = 80,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Town and traffic of the drive.")] = 2026,
+    sensor: Annotated[
+        str, typer.Option("--sensor", help="Sensor preset (hdl64, vlp32, vlp16, os1-128).")
+    ] = "hdl64",
+    provider: Annotated[str, typer.Option(help="auto, tensorrt, cuda or cpu.")] = "auto",
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures to this file.")
+    ] = None,
+) -> None:
+    """Try the whole pipeline in a minute: simulate a drive, label it, score it, draw it.
+
+    Simulates a drive through a town with moving cars, cyclists and pedestrians, writes it as a
+    ROS 2 bag (/points + /tf), labels that bag with the shipped model like kdmos label-bag, scores
+    the labelled bag against the simulated ground truth and draws the busiest scan.
+    """
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from kdmos_ros.demo import describe, run_demo
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=error_console, transient=True) as progress:
+        tasks: dict[str, object] = {}
+
+        def advance(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]
+
+        result = run_demo(
+            out,
+            model or _default_model(),
+            scans=scans,
+            seed=seed,
+            sensor=sensor,
+            provider=provider,
+            log=console.print,
+            progress=advance,
+        )
+    figures = describe(result)
+    scores = result.scores
+    table = Table(
+        title=f"kdmos demo: {result.scans} {result.sensor} scans (seed {result.seed})", show_header=False
+    )
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("model", f"{result.model.name} on {result.provider}")
+    table.add_row(
+        "drive",
+        f"{result.points:,} points, {result.truth_moving_points:,} of them on moving objects "
+        f"({100 * result.truth_moving_points / max(result.points, 1):.2f} %)",
+    )
+    table.add_row("moving IoU", f"{100 * scores.moving_iou:.1f} %", style="bold green")
+    table.add_row("static IoU", f"{100 * scores.static_iou:.1f} %")
+    table.add_row("precision / recall", f"{100 * scores.precision:.1f} % / {100 * scores.recall:.1f} %")
+    table.add_row(
+        "latency per scan",
+        f"median {figures['latency_median_ms']:.1f} ms, p95 {figures['latency_p95_ms']:.1f} ms "
+        "(decode, segment, encode)",
+    )
+    table.add_row("time", ", ".join(f"{stage} {sec:.1f} s" for stage, sec in result.seconds.items()))
+    console.print(table)
+    files = result.files
+    console.print(
+        f"files in {files.folder}/:\n"
+        f"  {files.picture.name}  frame {result.picture_frame} from above: ground truth left, "
+        "the model's labels right, moving points red\n"
+        f"  {files.labelled.name}/  the labelled clouds on /points/labeled (ROS 2 mcap bag)\n"
+        f"  {files.drive.name}/  the drive itself, /points + /tf (for kdmos label-bag or ros2 bag play)\n"
+        f"  {files.data.name}/  the drive in SemanticKITTI layout: kdmos eval {files.data}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if json_out is not None:
+        json_out.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+@app.command()
 def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],
     preset: Annotated[

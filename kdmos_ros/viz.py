@@ -16,7 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BACKGROUND", "MOVING_COLOUR", "bev_image", "label_colours", "scan_bev", "write_png"]
+__all__ = [
+    "BACKGROUND",
+    "MOVING_COLOUR",
+    "MOVING_SEMANTIC_TO_STATIC",
+    "bev_image",
+    "label_colours",
+    "scan_bev",
+    "write_png",
+]
 
 BACKGROUND = (0, 0, 0)
 MOVING_COLOUR = (255, 0, 0)
@@ -58,6 +66,23 @@ for _id, _colour in _PALETTE.items():
 _LUT[0] = _UNLABELLED
 _LUT[251:260] = MOVING_COLOUR  # SemanticKITTI-MOS moving ids
 _LUT.setflags(write=False)
+
+# SemanticKITTI-MOS moving-* ids -> the class of the same object standing still (semantic-kitti.yaml of
+# the SemanticKITTI API), to draw a scan with "moving" taken from somewhere else (a model's labels).
+MOVING_SEMANTIC_TO_STATIC = np.arange(1 << 16, dtype=np.int64)
+for _moving, _static in {
+    251: 99,  # moving (unspecified) -> other-object
+    252: 10,  # moving-car
+    253: 31,  # moving-bicyclist
+    254: 30,  # moving-person
+    255: 32,  # moving-motorcyclist
+    256: 16,  # moving-on-rails
+    257: 13,  # moving-bus
+    258: 18,  # moving-truck
+    259: 20,  # moving-other-vehicle
+}.items():
+    MOVING_SEMANTIC_TO_STATIC[_moving] = _static
+MOVING_SEMANTIC_TO_STATIC.setflags(write=False)
 
 
 def label_colours(semantic: np.ndarray) -> np.ndarray:
