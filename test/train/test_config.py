@@ -15,6 +15,7 @@ RECIPES = Path(__file__).resolve().parents[2] / "config" / "train"
     ("name", "kind", "preset"),
     [
         ("student_lite", "student", "lite"),
+        ("student_lite_kd", "student", "lite"),
         ("student_full", "student", "full"),
         ("teacher_small", "teacher", "small"),
         ("teacher_base", "teacher", "base"),
