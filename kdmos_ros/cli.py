@@ -604,7 +604,7 @@ def demo(
         Path | None, typer.Option("--model", "-m", help="ONNX model (default: the shipped lite model).")
     ] = None,
     scans: Annotated[int, typer.Option("--scans", "-n", min=12, help="Length of the simulated drive.")] = 80,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Town and traffic of the drive.")] = 2026,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Town and traffic of the drive.")] = 3000,
     sensor: Annotated[
         str, typer.Option("--sensor", help="Sensor preset (hdl64, vlp32, vlp16, os1-128).")
     ] = "hdl64",

@@ -12,7 +12,7 @@ from rosmsgs import read_topic
 from support import read_png, write_oracle_model
 
 from kdmos_ros.cli import _default_model, main
-from kdmos_ros.demo import MARKER, DemoFolderError, prepare_folder, run_demo
+from kdmos_ros.demo import DEMO_SCANS, MARKER, DemoFolderError, prepare_folder, run_demo
 from kdmos_ros.evaluate import evaluate
 from kdmos_ros.io.pointcloud2 import point_count
 from kdmos_ros.io.semantickitti import open_sequence
@@ -128,5 +128,15 @@ def test_cli_errors(oracle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_shipped_model_finds_the_moving_objects(tmp_path: Path) -> None:
     """README's first command: the default drive with the shipped model."""
     result = run_demo(tmp_path / "demo", _default_model())
-    assert result.scans == 80
+    assert result.scans == DEMO_SCANS
     assert result.scores.moving_iou > 0.5
+
+
+def test_cli_defaults_are_the_demo_drive() -> None:
+    import inspect
+
+    from kdmos_ros.cli import demo
+    from kdmos_ros.demo import DEMO_SCANS, DEMO_SEED
+
+    defaults = {name: p.default for name, p in inspect.signature(demo).parameters.items()}
+    assert (defaults["seed"], defaults["scans"]) == (DEMO_SEED, DEMO_SCANS)
