@@ -205,11 +205,11 @@ def run_demo(
     model = Path(model)
     if not model.is_file():
         raise KdmosError(f"model file not found: {model}")
+    preset = load_sensor(sensor)  # a wrong preset name fails before the folder is touched
     files = prepare_folder(folder)
     seconds: dict[str, float] = {}
 
     started = time.perf_counter()
-    preset = load_sensor(sensor)
     simulation = Simulation(preset, seed, scans)
     write_sequence(simulation, files.data, "00", lambda i, _: progress and progress("simulate", i + 1, scans))
     sequence = open_sequence(files.data, "00")
