@@ -26,11 +26,28 @@ from typing import Any
 import numpy as np
 
 from kdmos_ros.errors import KdmosError
-from kdmos_ros.io.bags import CLOUD_TYPE, TF_TOPIC, TF_TYPES, BagWriter, default_qos, humble_typestore
+from kdmos_ros.io.bags import (
+    CLOUD_TYPE,
+    TF_TOPIC,
+    TF_TYPES,
+    BagWriter,
+    default_qos,
+    deserialize,
+    humble_typestore,
+    open_bag,
+    read_messages,
+    topic_connections,
+)
 from kdmos_ros.io.pointcloud2 import LABEL_FIELD, points_to_cloud, to_rosbags, to_structured
-from kdmos_ros.io.semantickitti import MOS_MOVING, SemanticKittiSequence, mos_labels, open_sequence
+from kdmos_ros.io.semantickitti import (
+    MOS_MOVING,
+    MOVING_SEMANTIC_IDS,
+    SemanticKittiSequence,
+    mos_labels,
+    open_sequence,
+)
 from kdmos_ros.label_bag import LabelBagSummary, label_bag
-from kdmos_ros.metrics import ConfusionMatrix, MosScores, mos_matrix, update_mos
+from kdmos_ros.metrics import MosScores, mos_matrix, update_mos
 from kdmos_ros.odometry import pose_to_transform
 from kdmos_ros.pipeline.segmenter import LABEL_MOVING, MotionSegmenter
 from kdmos_ros.sim.sensors import load_sensor
@@ -148,26 +165,15 @@ def write_drive_bag(sequence: SemanticKittiSequence, path: Path) -> int:
     return len(sequence.frames)
 
 
-def score_labelled_bag(
-    path: Path, sequence: SemanticKittiSequence
-) -> tuple[ConfusionMatrix, list[np.ndarray]]:
-    """Confusion matrix of the labelled bag's clouds against the sequence's ground truth, with each
-    scan's labels (bag order = frame order, one message per scan, points in scan order)."""
-    from kdmos_ros.io.bags import open_bag, read_messages, topic_connections
-
-    matrix = mos_matrix()
+def read_labelled_bag(path: Path) -> list[np.ndarray]:
+    """Each labelled cloud's ``label`` field, in bag order (one message per scan, points in scan order)."""
     labels: list[np.ndarray] = []
     with open_bag(path) as reader:
         connections = topic_connections(reader, TOPIC + "/labeled", (CLOUD_TYPE,))
         for message in read_messages(reader, connections):
-            cloud = reader.deserialize(message.raw, message.connection.msgtype)
+            cloud = deserialize(reader, message)
             labels.append(np.array(to_structured(cloud)[LABEL_FIELD], dtype=np.uint8))
-    if len(labels) != len(sequence.frames):
-        raise KdmosError(f"{path} holds {len(labels)} labelled clouds for {len(sequence.frames)} scans")
-    for frame, scan_labels in zip(sequence.frames, labels, strict=True):
-        semantic, _ = sequence.read_labels(frame)
-        update_mos(matrix, scan_labels, mos_labels(semantic))
-    return matrix, labels
+    return labels
 
 
 def moving_objects(semantic: np.ndarray, instance: np.ndarray, min_points: int = 20) -> tuple[int, int]:
@@ -185,7 +191,7 @@ def comparison_picture(points: np.ndarray, semantic: np.ndarray, labels: np.ndar
     """
     truth = scan_bev(points, semantic, extent=PICTURE_EXTENT)
     ids = MOVING_SEMANTIC_TO_STATIC[np.asarray(semantic).astype(np.int64) & 0xFFFF]
-    ids = np.where(labels == LABEL_MOVING, 251, ids)
+    ids = np.where(labels == LABEL_MOVING, MOVING_SEMANTIC_IDS[0], ids)  # 251, "moving"
     predicted = scan_bev(points, ids, extent=PICTURE_EXTENT)
     gap = np.full((truth.shape[0], PICTURE_GAP, 3), 255, dtype=np.uint8)
     return np.concatenate([truth, gap, predicted], axis=1)
@@ -241,8 +247,15 @@ def run_demo(
     seconds["label bag"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    matrix, labels = score_labelled_bag(files.labelled, sequence)
-    busy = [moving_objects(*sequence.read_labels(f)) for f in sequence.frames]
+    labels = read_labelled_bag(files.labelled)
+    if len(labels) != len(sequence.frames):
+        raise KdmosError(f"{files.labelled} holds {len(labels)} labelled clouds for {scans} scans")
+    matrix = mos_matrix()
+    busy: list[tuple[int, int]] = []  # (moving objects, moving points) per scan
+    for frame, scan_labels in zip(sequence.frames, labels, strict=True):
+        semantic, instance = sequence.read_labels(frame)
+        update_mos(matrix, scan_labels, mos_labels(semantic))
+        busy.append(moving_objects(semantic, instance))
     # The scan with the most moving objects once the window is full (what the model sees in steady
     # state), so the picture has cars, cyclists and pedestrians in it rather than one close car.
     first_full = min(segmenters[0].contract.num_past_scans, len(sequence.frames) - 1)
