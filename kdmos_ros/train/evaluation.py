@@ -28,7 +28,7 @@ from kdmos_ros.train.export import export_onnx, trained_student
 from kdmos_ros.train.models.student import CHECKPOINT_KIND as STUDENT_KIND
 from kdmos_ros.train.models.teacher import CHECKPOINT_KIND as TEACHER_KIND
 from kdmos_ros.train.models.teacher import TeacherNet, load_teacher
-from kdmos_ros.train.teacher_data import TeacherDataset
+from kdmos_ros.train.teacher_data import TeacherDataset, collate_teacher
 from kdmos_ros.train.trainer import MOVING_THRESHOLD, moving_probability
 
 #: Points per teacher sample at evaluation when its recipe sets no limit (the current scan is never cut).
@@ -71,8 +71,8 @@ def evaluate_teacher(
         report = SequenceReport(sequence.directory.name)
         for item in range(len(dataset)):
             sample = dataset[item]
-            points = torch.from_numpy(sample.points).to(device)
-            logits = model(points, torch.zeros(len(points), dtype=torch.int64, device=device)).logits
+            batch = collate_teacher([sample]).to(device)
+            logits = model(batch.points, batch.batch, bev=batch.bev).logits
             n_current = int(sample.current_finite.sum())
             probability = moving_probability(logits[:n_current], model.config.classes.index("moving"), 0)
             labels = np.full(len(sample.current_finite), LABEL_UNKNOWN, dtype=np.uint8)

@@ -11,7 +11,10 @@ randomly dropping past-scan points (never current-scan points, which carry the l
 
 With a ``context`` (:class:`~kdmos_ros.train.models.teacher.MotionContext`), every row also gets
 the motion BEV channels of its polar cell, computed by the runtime feature code on the same
-(augmented) window, zero outside the grid.
+(augmented) window, zero outside the grid. With ``context.future`` the same code also runs on the
+sequence played backwards, so the next scans act as the "past" of scan t: the teacher sees motion
+evidence from both sides in time. The sample then also carries the student's inputs for scan t
+(:class:`BevSample`), for a teacher with a BEV branch.
 
 Rows come current scan first, in input order over its finite points (``current_finite`` says which
 rows of the file those are), so per-point outputs can be put back on the scan's own points.
@@ -29,8 +32,18 @@ import torch
 from kdmos_ros.io.semantickitti import KDMOS_IGNORE, kdmos_labels
 from kdmos_ros.pipeline.features import features_at, point_inputs
 from kdmos_ros.pipeline.window import finite_rows
-from kdmos_ros.train.data import AugmentConfig, LabelledScans, Window, with_moving_points
-from kdmos_ros.train.models.teacher import MotionContext
+from kdmos_ros.train.data import AugmentConfig, AugmentedScans, LabelledScans, Window, with_moving_points
+from kdmos_ros.train.models.teacher import BevInputs, MotionContext
+
+
+@dataclass(frozen=True)
+class BevSample:
+    """Scan t's student inputs (numpy), with the motion BEV of the teacher's context."""
+
+    point_features: np.ndarray  # (V, 9) float32: the scan's points inside the grid, in file order
+    point_cells: np.ndarray  # (V, 3) int64: (ρ, φ, z)
+    motion_bev: np.ndarray  # (C, n_rho, n_phi) float32: causal channels, then the future ones
+    rows: np.ndarray  # (V,) int64: each point's row in the sample's ``points``
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,7 @@ class TeacherSample:
     points: np.ndarray  # (M, 5 + C) float32: x, y, z, intensity, scan index k[, context]; current first
     labels: np.ndarray  # (M,) int64 KDMOS classes; ignore on past scans
     current_finite: np.ndarray  # (N_scan,) bool: which rows of scan t's file are the first rows of points
+    bev: BevSample | None = None  # with a context: the inputs of a BEV branch
 
 
 class TeacherDataset(LabelledScans):
@@ -95,8 +109,10 @@ def teacher_sample(
         past = past[np.sort(keep)]
 
     points = np.concatenate([parts[0], past])
+    bev = None
     if context is not None:
-        points = np.concatenate([points, motion_context(window, points, context)], axis=1)
+        columns, bev = motion_context(window, points, current_finite, context)
+        points = np.concatenate([points, columns], axis=1)
     semantic, _ = sequence.read_labels(sequence.frames[position])
     labels = np.full(n_current + len(past), KDMOS_IGNORE, dtype=np.int64)
     labels[:n_current] = kdmos_labels(semantic)[current_finite]
@@ -106,23 +122,53 @@ def teacher_sample(
         points=points,
         labels=labels,
         current_finite=current_finite,
+        bev=bev,
     )
 
 
-def motion_context(window: Window, points: np.ndarray, context: MotionContext) -> np.ndarray:
-    """(M, C) motion BEV channels of each point's cell (points in the current frame), 0 off the grid."""
-    bev = features_at(
-        context.grid,
-        context.motion,
-        window.scans,
-        window.poses,
-        window.sequence.times,
-        window.position,
-    ).motion_bev[0]
+class _Backwards:
+    """A sequence's scans in reverse order, read on access."""
+
+    def __init__(self, scans: AugmentedScans, count: int) -> None:
+        self.scans = scans
+        self.count = count
+
+    def __getitem__(self, position: int) -> np.ndarray:
+        return self.scans[self.count - 1 - position]
+
+
+def motion_context(
+    window: Window, points: np.ndarray, current_finite: np.ndarray, context: MotionContext
+) -> tuple[np.ndarray, BevSample]:
+    """(M, C) motion BEV channels of each point's cell (points in the current frame, 0 off the grid),
+    and scan t's student inputs with that motion BEV."""
+    times = np.asarray(window.sequence.times, dtype=np.float64)
+    features = features_at(context.grid, context.motion, window.scans, window.poses, times, window.position)
+    bev = features.motion_bev[0]
+    if context.future:
+        # Backwards in time the next scans are the window's past; negated stamps keep time increasing.
+        count = len(window.poses)
+        future = features_at(
+            context.grid,
+            context.motion,
+            _Backwards(window.scans, count),
+            window.poses[::-1],
+            -times[::-1],
+            count - 1 - window.position,
+        )
+        bev = np.concatenate([bev, future.motion_bev[0]])
     valid, _, cells = point_inputs(context.grid, points[:, :4])
     columns = np.zeros((len(points), bev.shape[0]), dtype=np.float32)
     columns[valid] = bev[:, cells[:, 0], cells[:, 1]].T
-    return columns
+    # The first rows of ``points`` are scan t's finite points in file order; valid ⊆ finite.
+    rank = np.cumsum(current_finite) - 1
+    sample = BevSample(
+        point_features=features.point_features,
+        point_cells=features.point_cells,
+        motion_bev=np.ascontiguousarray(bev),
+        rows=rank[np.flatnonzero(features.valid)].astype(np.int64),
+    )
+    return columns, sample
 
 
 @dataclass
@@ -130,9 +176,10 @@ class TeacherBatch:
     """A mini-batch as the teacher takes it (torch tensors)."""
 
     keys: list[tuple[str, int]]
-    points: torch.Tensor  # (N, 5) float32
+    points: torch.Tensor  # (N, 5 + C) float32
     batch: torch.Tensor  # (N,) int64: sample of each row
     labels: torch.Tensor  # (N,) int64
+    bev: BevInputs | None = None  # with a motion context; rows index ``points``
 
     def to(self, device: torch.device | str) -> TeacherBatch:
         return TeacherBatch(
@@ -140,11 +187,26 @@ class TeacherBatch:
             points=self.points.to(device, non_blocking=True),
             batch=self.batch.to(device, non_blocking=True),
             labels=self.labels.to(device, non_blocking=True),
+            bev=None if self.bev is None else self.bev.to(device),
         )
 
 
 def collate_teacher(samples: Sequence[TeacherSample]) -> TeacherBatch:
     """Stacks samples into a :class:`TeacherBatch` (a module-level function, so workers can pickle it)."""
+    bev = None
+    if all(s.bev is not None for s in samples):
+        parts = [s.bev for s in samples if s.bev is not None]
+        offsets = np.cumsum([0] + [len(s.points) for s in samples[:-1]])
+        cells = [
+            np.concatenate([np.full((len(b.point_cells), 1), i, dtype=np.int64), b.point_cells], axis=1)
+            for i, b in enumerate(parts)
+        ]
+        bev = BevInputs(
+            point_features=torch.from_numpy(np.concatenate([b.point_features for b in parts])),
+            point_cells=torch.from_numpy(np.concatenate(cells)),
+            motion_bev=torch.from_numpy(np.stack([b.motion_bev for b in parts])),
+            rows=torch.from_numpy(np.concatenate([b.rows + o for b, o in zip(parts, offsets, strict=True)])),
+        )
     return TeacherBatch(
         keys=[(s.sequence, s.frame) for s in samples],
         points=torch.from_numpy(np.concatenate([s.points for s in samples])),
@@ -152,4 +214,5 @@ def collate_teacher(samples: Sequence[TeacherSample]) -> TeacherBatch:
             np.concatenate([np.full(len(s.points), i, dtype=np.int64) for i, s in enumerate(samples)])
         ),
         labels=torch.from_numpy(np.concatenate([s.labels for s in samples])),
+        bev=bev,
     )

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from kdmos_ros.errors import KdmosError
 from kdmos_ros.train.config import TrainConfig
 from kdmos_ros.train.models.teacher import load_teacher
-from kdmos_ros.train.teacher_data import TeacherDataset, TeacherSample
+from kdmos_ros.train.teacher_data import TeacherDataset, TeacherSample, collate_teacher
 
 INDEX_KIND = "kdmos-teacher-logits"
 
@@ -79,8 +79,8 @@ def dump_teacher_logits(
     # Worker processes build the next samples (reading, aligning, motion context) while the teacher runs.
     loader = DataLoader(dataset, batch_size=None, num_workers=data.num_workers, collate_fn=_unchanged)
     for sample in loader:
-        points = torch.from_numpy(sample.points).to(device)
-        output = model(points, torch.zeros(len(points), dtype=torch.int64, device=device))
+        batch = collate_teacher([sample]).to(device)
+        output = model(batch.points, batch.batch, bev=batch.bev)
         n_current = int(sample.current_finite.sum())
         out = np.full((len(sample.current_finite), output.logits.shape[1]), np.nan, dtype=np.float16)
         out[sample.current_finite] = output.logits[:n_current].float().cpu().numpy().astype(np.float16)

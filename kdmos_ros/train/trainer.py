@@ -111,6 +111,12 @@ class StudentAdapter:
             relation = self.distill.relation_points if self.distill.relation_weight > 0 else None
             if self.distill.teacher_checkpoint is not None:
                 self.teacher, extra = teacher_models.load_teacher(self.distill.teacher_checkpoint)
+                if self.teacher.config.bev_branch is not None:
+                    raise KdmosError(
+                        f"{self.distill.teacher_checkpoint}: online distillation does not run teachers "
+                        "with a BEV branch; store its logits with `kdmos train dump-logits` and set "
+                        "distill.teacher_logits instead"
+                    )
                 self.teacher.requires_grad_(False)
                 recipe = extra.get("trainer", {}).get("recipe", {}) if isinstance(extra, dict) else {}
                 data = recipe.get("data", {}) if isinstance(recipe, dict) else {}
@@ -233,11 +239,11 @@ class TeacherAdapter:
         return train, val
 
     def loss(self, model: nn.Module, batch: TeacherBatch) -> Tensor:
-        output = model(batch.points, batch.batch)
+        output = model(batch.points, batch.batch, bev=batch.bev)
         return segmentation_loss(output.logits, batch.labels, KDMOS_IGNORE, self.class_weights)
 
     def predict(self, model: nn.Module, batch: TeacherBatch) -> tuple[Tensor, Tensor]:
-        output = model(batch.points, batch.batch)
+        output = model(batch.points, batch.batch, bev=batch.bev)
         current = teacher_models.current_scan_mask(batch.points)
         return moving_probability(output.logits[current], KDMOS_MOVING, KDMOS_IGNORE), batch.labels[current]
 

@@ -21,6 +21,7 @@ RECIPES = Path(__file__).resolve().parents[2] / "config" / "train"
         ("teacher_base", "teacher", "base"),
         ("sim/student_lite", "student", "lite"),
         ("sim/teacher", "teacher", "small"),
+        ("sim/teacher_point", "teacher", "small"),
         ("sim/student_lite_kd", "student", "lite"),
         ("sim/student_lite_kd_rkd", "student", "lite"),
     ],

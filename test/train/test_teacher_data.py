@@ -101,3 +101,79 @@ def test_motion_context_columns_are_the_motion_bev_of_each_points_cell(root: Pat
     moving = sample.labels == KDMOS_MOVING
     lit = np.abs(sample.points[:, 5:]).sum(axis=1) > 0
     assert lit[moving].mean() > 0.5 and lit[sample.labels == KDMOS_STATIC].mean() < 0.2
+
+
+def test_future_context_is_the_motion_bev_of_the_sequence_played_backwards(tmp_path: Path) -> None:
+    from scenes import street
+
+    from kdmos_ros.io.semantickitti import create_sequence
+    from kdmos_ros.pipeline.contract import MotionConfig
+    from kdmos_ros.pipeline.features import features_at
+    from kdmos_ros.pipeline.grid import PolarGrid
+    from kdmos_ros.train.models.teacher import MotionContext
+
+    n = 10
+    root = write_street_sequence(tmp_path, "00", n)
+    # The same drive written backwards in time, as an independent source of the "future" features.
+    scans = street(n)[::-1]
+    writer = create_sequence(tmp_path, "01")
+    for frame, scan in enumerate(scans):
+        writer.write_scan(frame, scan.points)
+        writer.write_labels(
+            frame, np.full(len(scan.points), 40, dtype=np.uint16), np.zeros(len(scan.points), dtype=np.uint16)
+        )
+    writer.write_poses(np.stack([np.linalg.inv(scans[0].pose) @ s.pose for s in scans]))
+    writer.write_calib()
+    writer.write_times([scans[0].stamp - s.stamp for s in scans])
+
+    grid = PolarGrid(n_rho=64, n_phi=90, n_z=8)
+    causal = TeacherDataset(root, ["00"], num_scans=2, context=MotionContext(grid=grid))
+    both = TeacherDataset(root, ["00"], num_scans=2, context=MotionContext(grid=grid, future=True))
+    channels = MotionConfig().channels
+    backwards = open_sequence(tmp_path, "01")
+    reversed_scans = [backwards.read_scan(frame) for frame in backwards.frames]
+    for frame in (3, n - 1):
+        sample, plain = both[frame], causal[frame]
+        assert sample.points.shape[1] == 5 + 2 * channels
+        np.testing.assert_array_equal(sample.points[:, : 5 + channels], plain.points)
+        assert sample.bev is not None
+        past, future = sample.bev.motion_bev[:channels], sample.bev.motion_bev[channels:]
+        np.testing.assert_array_equal(past, plain.bev.motion_bev)
+        expected = features_at(
+            grid, MotionConfig(), reversed_scans, backwards.poses, backwards.times, n - 1 - frame
+        ).motion_bev[0]
+        np.testing.assert_allclose(future, expected, atol=1e-4)
+        if frame == n - 1:
+            assert not future.any()  # nothing comes after the last scan
+        else:
+            # The box will leave cells it occupies now: the future channels light up on its points.
+            moving = sample.labels == KDMOS_MOVING
+            assert (np.abs(sample.points[moving, 5 + channels :]).sum(axis=1) > 0).mean() > 0.5
+
+
+def test_bev_inputs_are_the_student_inputs_of_the_current_scan(root: Path) -> None:
+    from kdmos_ros.pipeline.features import features_at
+    from kdmos_ros.pipeline.grid import PolarGrid
+    from kdmos_ros.train.models.teacher import MotionContext
+
+    context = MotionContext(grid=PolarGrid(n_rho=64, n_phi=90, n_z=8))
+    first, second = (TeacherDataset(root, ["00"], num_scans=3, context=context)[i] for i in (4, 9))
+    assert first.bev is not None and second.bev is not None
+    sequence = open_sequence(root, "00")
+    scans = [sequence.read_scan(frame) for frame in sequence.frames]
+    features = features_at(context.grid, context.motion, scans, sequence.poses, sequence.times, 9)
+    np.testing.assert_array_equal(second.bev.point_features, features.point_features)
+    np.testing.assert_array_equal(second.bev.point_cells, features.point_cells)
+    # Each BEV point's row holds that very point (x, y, z are feature columns 6, 7, 5).
+    rows = second.points[second.bev.rows]
+    np.testing.assert_allclose(rows[:, [0, 1, 2]], second.bev.point_features[:, [6, 7, 5]], atol=1e-5)
+    assert np.all(rows[:, 4] == 0)
+
+    batch = collate_teacher([first, second])
+    assert batch.bev is not None
+    assert batch.bev.motion_bev.shape == (2, *first.bev.motion_bev.shape)
+    assert batch.bev.point_cells[:, 0].tolist() == [0] * len(first.bev.rows) + [1] * len(second.bev.rows)
+    # Rows index the concatenated points: the second sample's rows are shifted past the first's points.
+    offset_rows = batch.bev.rows[len(first.bev.rows) :].numpy()
+    np.testing.assert_array_equal(offset_rows, second.bev.rows + len(first.points))
+    assert torch.all(batch.batch[batch.bev.rows] == batch.bev.point_cells[:, 0])

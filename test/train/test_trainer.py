@@ -134,13 +134,24 @@ def test_eval_on_a_student_checkpoint_equals_eval_on_its_export(
     assert reports[1]["model"] == str(checkpoint)
 
 
+#: Teacher overrides beyond TINY_TEACHER: the motion context alone, and the BEV branch with the
+#: lite student's grid and the future motion channels (the simulated benchmark's teacher).
+TEACHER_CONTEXTS = {
+    "context": {"motion_context": {"grid": {"n_rho": 64, "n_phi": 64, "n_z": 8}}},
+    "bev-branch": {
+        "motion_context": {"grid": {"n_rho": 160, "n_phi": 180, "n_z": 16}, "future": True},
+        "bev_branch": "lite",
+    },
+}
+
+
+@pytest.mark.parametrize("variant", list(TEACHER_CONTEXTS))
 def test_eval_on_a_teacher_checkpoint_matches_its_validation(
-    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], variant: str
 ) -> None:
-    # With the motion context: the teacher input grows by the motion BEV channels of each point's cell.
-    context = {"grid": {"n_rho": 64, "n_phi": 64, "n_z": 8}}
+    # The teacher input grows by the motion BEV channels of each point's cell.
     payload = recipe(root, tmp_path / "run", "teacher", epochs=1)
-    payload["model"]["overrides"] = {**TINY_TEACHER, "motion_context": context}
+    payload["model"]["overrides"] = {**TINY_TEACHER, **TEACHER_CONTEXTS[variant]}
     trainer = Trainer(parse_config(payload), progress=False, log=lambda _: None)
     trainer.fit()
     validation = trainer.validate()
@@ -152,6 +163,29 @@ def test_eval_on_a_teacher_checkpoint_matches_its_validation(
     assert total["points"] == validation.points
     for name in ("moving_iou", "static_iou", "precision", "recall"):
         assert total[name] == pytest.approx(getattr(validation, name), nan_ok=True)
+    if variant != "bev-branch":
+        return
+    # Dumped logits are those of the whole teacher (both branches); online distillation refuses it.
+    config = write_recipe(tmp_path / "teacher.yaml", payload)
+    checkpoint = tmp_path / "run" / "last.pt"
+    logits_dir = tmp_path / "logits"
+    assert main(["train", "dump-logits", str(config), "-c", str(checkpoint), "-o", str(logits_dir)]) == 0
+    dataset = trainer.val_set
+    sample = dataset[3]
+    batch = trainer.adapter.collate([sample])
+    trainer.model.eval()
+    with torch.no_grad():
+        logits = trainer.model(batch.points, batch.batch, bev=batch.bev).logits[
+            : int(sample.current_finite.sum())
+        ]
+    stored = load_teacher_logits(logits_dir, "00", sample.frame)[sample.current_finite]
+    np.testing.assert_allclose(stored.astype(np.float32), logits.numpy(), atol=2e-2)  # float16 store
+    student = recipe(root, tmp_path / "student", "student")
+    student["distill"] = {"teacher_checkpoint": str(checkpoint)}
+    student_config = write_recipe(tmp_path / "student.yaml", student)
+    capsys.readouterr()
+    assert main(["train", "student", str(student_config)]) == 1
+    assert "dump-logits" in capsys.readouterr().err
 
 
 def test_eval_refuses_a_file_that_is_not_a_checkpoint(

@@ -437,7 +437,9 @@ class PillarPointNet(nn.Module):
 class StudentNet(nn.Module):
     """The student network for one :class:`StudentConfig`."""
 
-    def __init__(self, config: StudentConfig) -> None:
+    def __init__(self, config: StudentConfig, motion_channels: int | None = None) -> None:
+        """``motion_channels`` overrides the motion encoder's input width (default: the config's); a
+        teacher's BEV branch fed past and future motion channels takes twice as many."""
         super().__init__()
         self.config = config
         grid = config.grid
@@ -450,7 +452,8 @@ class StudentNet(nn.Module):
             [InputBlock(config.bev_channels, a[0])] + [DownBlock(a[i - 1], a[i]) for i in range(1, len(a))]
         )
         self.motion = nn.ModuleList(
-            [InputBlock(config.motion_channels, m[0])] + [DownBlock(m[i - 1], m[i]) for i in range(1, len(m))]
+            [InputBlock(motion_channels or config.motion_channels, m[0])]
+            + [DownBlock(m[i - 1], m[i]) for i in range(1, len(m))]
         )
         self.gates = nn.ModuleList([CoAttentionGate(a[i], m[i], config.gate_width) for i in range(len(m))])
         # Decoder level i outputs the width of encoder level i-1 (level 0: a[0]), as MotionBEV's U-Net.

@@ -37,6 +37,12 @@ without spconv, flash-attn or torch_scatter:
    index and adds a projected skip connection, then runs its own blocks.
 6. **Head.** LayerNorm, then a linear layer to the class logits. ``features`` (the normalised last
    decoder map, width ``dec_channels[0]``) feed the relation distillation (SRKD).
+7. **Optional BEV branch** (``bev_branch``, this project's addition, not in MambaMOS): a student
+   network (e.g. the lite preset) on the current scan's student inputs, whose per-point logits the
+   point head's logits are added to. The head starts at zero, so training starts from the BEV
+   network, which learns fast on a CPU, and the point branch learns what the BEV grid cannot
+   resolve. With ``motion_context.future`` both branches also see the motion BEV against the next
+   scans, privileged information an offline teacher may use and the real-time student may not.
 
 Input columns (:data:`TEACHER_POINT_FEATURES`): x, y, z in metres in the current scan's frame,
 intensity (remission, about [0, 1]), and the **scan index** k ∈ {0, …, max_scans − 1} as a float:
@@ -64,6 +70,8 @@ from kdmos_ros.errors import KdmosError
 from kdmos_ros.pipeline.contract import KDMOS_CLASSES, MotionConfig
 from kdmos_ros.pipeline.grid import PolarGrid
 from kdmos_ros.train.checkpoint import load_checkpoint, save_checkpoint
+from kdmos_ros.train.models.student import PRESETS as STUDENT_PRESETS
+from kdmos_ros.train.models.student import StudentNet
 
 CHECKPOINT_KIND = "kdmos-teacher"
 
@@ -90,6 +98,16 @@ class MotionContext(BaseModel):
 
     grid: PolarGrid = Field(..., description="Grid of the motion BEV (the student's, e.g. the lite grid).")
     motion: MotionConfig = MotionConfig()
+    future: bool = Field(
+        False,
+        description="Also the motion BEV of the same scan against the next scans (privileged information "
+        "that only an offline teacher can have).",
+    )
+
+    @property
+    def channels(self) -> int:
+        """Motion BEV channels per point: the causal ones, then as many from the future scans."""
+        return self.motion.channels * (2 if self.future else 1)
 
 
 class TeacherConfig(BaseModel):
@@ -131,6 +149,11 @@ class TeacherConfig(BaseModel):
     motion_context: MotionContext | None = Field(
         None, description="Append the student's motion BEV to every point (None: MambaMOS's 5 inputs)."
     )
+    bev_branch: str | None = Field(
+        None,
+        description="A student preset (e.g. 'lite') run as a second branch on the motion context's grid "
+        "and channels; the point branch's logits are added to its logits, starting from zero.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TeacherConfig:
@@ -159,6 +182,23 @@ class TeacherConfig(BaseModel):
             raise ValueError("serialization_depth and max_scans leave no code bits for the sample index")
         if len(self.classes) < 2:
             raise ValueError("at least two classes are needed")
+        if self.bev_branch is not None:
+            if self.bev_branch not in STUDENT_PRESETS:
+                raise ValueError(
+                    f"unknown bev_branch preset {self.bev_branch!r} "
+                    f"(choose one of: {', '.join(STUDENT_PRESETS)})"
+                )
+            student = STUDENT_PRESETS[self.bev_branch]
+            if self.motion_context is None:
+                raise ValueError("bev_branch needs a motion_context (the branch's input)")
+            if self.motion_context.grid != student.grid or self.motion_context.motion != student.motion:
+                raise ValueError(
+                    f"bev_branch {self.bev_branch!r} needs the motion_context on its grid and motion "
+                    "settings "
+                    f"({student.grid.n_rho} x {student.grid.n_phi} x {student.grid.n_z})"
+                )
+            if tuple(student.classes) != tuple(self.classes):
+                raise ValueError("bev_branch classes differ from the teacher's")
         return self
 
     @property
@@ -168,7 +208,7 @@ class TeacherConfig(BaseModel):
     @property
     def context_channels(self) -> int:
         """Motion-context columns after the five :data:`TEACHER_POINT_FEATURES` (0 without context)."""
-        return self.motion_context.motion.channels if self.motion_context is not None else 0
+        return self.motion_context.channels if self.motion_context is not None else 0
 
     @property
     def in_features(self) -> int:
@@ -231,6 +271,18 @@ class TeacherOutput(NamedTuple):
     def select(self, mask: Tensor) -> TeacherOutput:
         """Only the rows where ``mask`` is true, e.g. ``current_scan_mask(points)``."""
         return TeacherOutput(self.logits[mask], self.features[mask])
+
+
+class BevInputs(NamedTuple):
+    """The BEV branch's inputs for a batch: the student's inputs of every current scan."""
+
+    point_features: Tensor  # [M, 9] float
+    point_cells: Tensor  # [M, 4] int64: (sample, ρ, φ, z)
+    motion_bev: Tensor  # [B, context channels, n_rho, n_phi] float
+    rows: Tensor  # [M] int64: the row of each of these points in the teacher's ``points``
+
+    def to(self, device: torch.device | str) -> BevInputs:
+        return BevInputs(*(t.to(device, non_blocking=True) for t in self))
 
 
 def current_scan_mask(points: Tensor) -> Tensor:
@@ -692,6 +744,13 @@ class TeacherNet(nn.Module):
 
         self.final_norm = nn.LayerNorm(config.feature_dim)
         self.head = nn.Linear(config.feature_dim, config.num_classes)
+        self.bev: StudentNet | None = None
+        if config.bev_branch is not None:
+            self.bev = StudentNet(STUDENT_PRESETS[config.bev_branch], motion_channels=config.context_channels)
+            # The point branch starts as a zero residual (as ControlNet's zero convolutions), so the
+            # teacher starts as a BEV student and the point branch only has to learn what it misses.
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     @property
     def feature_dim(self) -> int:
@@ -734,7 +793,11 @@ class TeacherNet(nn.Module):
         return levels
 
     def forward(
-        self, points: Tensor, batch: Tensor, generator: torch.Generator | None = None
+        self,
+        points: Tensor,
+        batch: Tensor,
+        generator: torch.Generator | None = None,
+        bev: BevInputs | None = None,
     ) -> TeacherOutput:
         """Logits and features for every input point.
 
@@ -742,8 +805,12 @@ class TeacherNet(nn.Module):
         then the motion context, if configured; coordinates in the
         current scan's frame of their sample), ``batch`` [N] the sample of each point (any order).
         ``generator`` (CPU) drives the training-time order shuffle and drop path; eval is deterministic.
+        ``bev`` feeds the BEV branch (required with one, ignored without); its logits are added on the
+        rows it names.
         """
         self._check_inputs(points, batch)
+        if self.bev is not None and bev is None:
+            raise ValueError("this teacher has a BEV branch (bev_branch): pass its inputs as bev=")
         voxels = grid_sample(points, batch, self.config)
         levels = self._levels(voxels, generator)
 
@@ -763,8 +830,12 @@ class TeacherNet(nn.Module):
                 x = block(x, level.patches(i, self.config), level, generator)
 
         features = self.final_norm(x)
-        logits = self.head(features)
-        return TeacherOutput(logits[voxels.inverse], features[voxels.inverse])
+        logits = self.head(features)[voxels.inverse]
+        if self.bev is not None:
+            assert bev is not None
+            bev_logits = self.bev.point_logits(bev.point_features, bev.point_cells, bev.motion_bev)
+            logits = logits.index_add(0, bev.rows, bev_logits.to(logits.dtype))
+        return TeacherOutput(logits, features[voxels.inverse])
 
 
 def build_teacher(config: TeacherConfig | str) -> TeacherNet:

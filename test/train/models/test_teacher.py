@@ -14,6 +14,7 @@ from kdmos_ros.train.checkpoint import CheckpointError
 from kdmos_ros.train.losses import segmentation_loss
 from kdmos_ros.train.models.teacher import (
     PRESETS,
+    BevInputs,
     GridPooling,
     GridUnpooling,
     PatchAttention,
@@ -420,3 +421,117 @@ def test_checkpoint_round_trip(tmp_path) -> None:
         load_teacher(tmp_path / "junk.pt")
     with pytest.raises(CheckpointError, match="not found"):
         load_teacher(tmp_path / "missing.pt")
+
+
+# --- the BEV branch ------------------------------------------------------------------------------------
+
+
+def _bev_config(**changes: object) -> TeacherConfig:
+    from kdmos_ros.pipeline.grid import GRIDS
+    from kdmos_ros.train.models.teacher import MotionContext
+
+    fields = {
+        **TINY.model_dump(),
+        "motion_context": MotionContext(grid=GRIDS["lite"], future=True).model_dump(),
+        "bev_branch": "lite",
+    }
+    return TeacherConfig.model_validate({**fields, **changes})
+
+
+def _bev_batch(config: TeacherConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor, BevInputs]:
+    """Two samples of random points with random context, and their current points' BEV inputs."""
+    import numpy as np
+
+    from kdmos_ros.pipeline.features import point_inputs
+
+    assert config.motion_context is not None
+    grid = config.motion_context.grid
+    generator = torch.Generator().manual_seed(seed)
+    points = random_points(600, seed=seed, scans=2, extent=30.0)
+    context = torch.rand(600, config.context_channels, generator=generator)
+    points = torch.cat([points, context], dim=1)
+    batch = (torch.arange(600) >= 300).long()
+    features, cells, rows = [], [], []
+    for sample in (0, 1):
+        current = torch.nonzero((batch == sample) & (points[:, 4] == 0)).flatten()
+        valid, f, c = point_inputs(grid, points[current, :4].numpy())
+        features.append(torch.from_numpy(f))
+        cells.append(torch.from_numpy(np.concatenate([np.full((len(c), 1), sample), c], axis=1)))
+        rows.append(current[torch.from_numpy(valid)])
+    motion = torch.rand(2, config.context_channels, grid.n_rho, grid.n_phi, generator=generator)
+    bev = BevInputs(torch.cat(features), torch.cat(cells), motion, torch.cat(rows))
+    return points, batch, bev
+
+
+def test_bev_branch_config_is_checked() -> None:
+    from kdmos_ros.pipeline.grid import PolarGrid
+    from kdmos_ros.train.models.teacher import MotionContext
+
+    config = _bev_config()
+    assert config.context_channels == 2 * config.motion_context.motion.channels  # past and future
+    assert config.in_features == 5 + config.context_channels
+    with pytest.raises(ValidationError, match="unknown bev_branch"):
+        _bev_config(bev_branch="huge")
+    with pytest.raises(ValidationError, match="needs a motion_context"):
+        _bev_config(motion_context=None)
+    with pytest.raises(ValidationError, match="160 x 180 x 16"):
+        _bev_config(motion_context=MotionContext(grid=PolarGrid(n_rho=64, n_phi=90, n_z=8)).model_dump())
+
+
+def test_small_teacher_with_bev_branch_is_the_sum_of_its_branches() -> None:
+    from kdmos_ros.pipeline.grid import GRIDS
+    from kdmos_ros.train.models.student import PRESETS as PRESETS_STUDENT
+    from kdmos_ros.train.models.student import StudentNet, build_student
+    from kdmos_ros.train.models.teacher import MotionContext
+
+    context = MotionContext(grid=GRIDS["lite"], future=True)
+    with_bev = TeacherConfig.model_validate(
+        {**preset_config("small").model_dump(), "motion_context": context.model_dump(), "bev_branch": "lite"}
+    )
+    without = TeacherConfig.model_validate({**with_bev.model_dump(), "bev_branch": None})
+    # The branch is the lite student whose motion encoder takes past and future channels.
+    branch = parameters(StudentNet(PRESETS_STUDENT["lite"], motion_channels=with_bev.context_channels))
+    assert branch > parameters(build_student("lite"))
+    assert parameters(TeacherNet(with_bev)) == parameters(TeacherNet(without)) + branch == 8_679_802
+
+
+def test_bev_branch_starts_alone_and_the_point_branch_learns_a_residual() -> None:
+    config = _bev_config()
+    model = tiny_model(seed=16, config=config)
+    points, batch, bev = _bev_batch(config, seed=16)
+    with pytest.raises(ValueError, match="bev="):
+        model(points, batch)
+    assert model.bev is not None
+    with torch.no_grad():
+        logits = model(points, batch, bev=bev).logits
+        bev_logits = model.bev.point_logits(bev.point_features, bev.point_cells, bev.motion_bev)
+    # The point head starts at zero: the BEV branch's logits on its rows, zero on every other row.
+    torch.testing.assert_close(logits[bev.rows], bev_logits)
+    others = torch.ones(len(points), dtype=torch.bool)
+    others[bev.rows] = False
+    assert others.any() and not logits[others].any()
+
+    # One training step gives the point branch a say: logits then differ on rows the BEV cannot see.
+    model.train()
+    labels = torch.where(points[:, 0] > 0, 3, 1)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    loss = segmentation_loss(
+        model(points, batch, generator=torch.Generator().manual_seed(0), bev=bev).logits, labels
+    )
+    loss.backward()
+    assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.bev.parameters() if p.requires_grad)
+    optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        assert model(points, batch, bev=bev).logits[others].abs().sum() > 0
+
+
+def test_bev_teacher_checkpoint_round_trip(tmp_path) -> None:
+    config = _bev_config()
+    model = tiny_model(seed=17, config=config)
+    points, batch, bev = _bev_batch(config, seed=17)
+    loaded, _ = load_teacher(save_teacher(tmp_path / "teacher.pt", model))
+    assert loaded.config.bev_branch == "lite" and loaded.config.motion_context == config.motion_context
+    with torch.no_grad():
+        assert torch.equal(loaded(points, batch, bev=bev).logits, model(points, batch, bev=bev).logits)
