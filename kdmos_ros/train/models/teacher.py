@@ -192,10 +192,10 @@ class TeacherConfig(BaseModel):
             if self.motion_context is None:
                 raise ValueError("bev_branch needs a motion_context (the branch's input)")
             if self.motion_context.grid != student.grid or self.motion_context.motion != student.motion:
+                grid = student.grid
                 raise ValueError(
-                    f"bev_branch {self.bev_branch!r} needs the motion_context on its grid and motion "
-                    "settings "
-                    f"({student.grid.n_rho} x {student.grid.n_phi} x {student.grid.n_z})"
+                    f"bev_branch {self.bev_branch!r} needs the motion_context on its grid "
+                    f"({grid.n_rho} x {grid.n_phi} x {grid.n_z}) and motion settings"
                 )
             if tuple(student.classes) != tuple(self.classes):
                 raise ValueError("bev_branch classes differ from the teacher's")
