@@ -311,6 +311,13 @@ class Batch:
         )
 
 
+def batched_cells(cells: Sequence[np.ndarray]) -> np.ndarray:
+    """Prefixes each sample's [N, 3] cell indices with its batch index and stacks them into [sum N, 4]."""
+    return np.concatenate(
+        [np.concatenate([np.full((len(c), 1), i, dtype=np.int64), c], axis=1) for i, c in enumerate(cells)]
+    )
+
+
 class Collate:
     """Stacks samples into a :class:`Batch` (a class, not a closure, so DataLoader workers can pickle it)."""
 
@@ -319,15 +326,11 @@ class Collate:
         self.n_classes = len(contract.classes)
 
     def __call__(self, samples: Sequence[Sample]) -> Batch:
-        cells = [
-            np.concatenate([np.full((len(s.point_cells), 1), i, dtype=np.int64), s.point_cells], axis=1)
-            for i, s in enumerate(samples)
-        ]
         voxels = [voxel_labels(s.point_cells, s.labels, self.shape, self.n_classes) for s in samples]
         batch = Batch(
             keys=[(s.sequence, s.frame) for s in samples],
             point_features=torch.from_numpy(np.concatenate([s.point_features for s in samples])),
-            point_cells=torch.from_numpy(np.concatenate(cells)),
+            point_cells=torch.from_numpy(batched_cells([s.point_cells for s in samples])),
             motion_bev=torch.from_numpy(np.stack([s.motion_bev for s in samples])),
             labels=torch.from_numpy(np.concatenate([s.labels for s in samples])),
             voxel_labels=torch.from_numpy(np.stack(voxels)),

@@ -32,7 +32,14 @@ import torch
 from kdmos_ros.io.semantickitti import KDMOS_IGNORE, kdmos_labels
 from kdmos_ros.pipeline.features import features_at, point_inputs
 from kdmos_ros.pipeline.window import finite_rows
-from kdmos_ros.train.data import AugmentConfig, AugmentedScans, LabelledScans, Window, with_moving_points
+from kdmos_ros.train.data import (
+    AugmentConfig,
+    AugmentedScans,
+    LabelledScans,
+    Window,
+    batched_cells,
+    with_moving_points,
+)
 from kdmos_ros.train.models.teacher import BevInputs, MotionContext
 
 
@@ -197,13 +204,9 @@ def collate_teacher(samples: Sequence[TeacherSample]) -> TeacherBatch:
     if all(s.bev is not None for s in samples):
         parts = [s.bev for s in samples if s.bev is not None]
         offsets = np.cumsum([0] + [len(s.points) for s in samples[:-1]])
-        cells = [
-            np.concatenate([np.full((len(b.point_cells), 1), i, dtype=np.int64), b.point_cells], axis=1)
-            for i, b in enumerate(parts)
-        ]
         bev = BevInputs(
             point_features=torch.from_numpy(np.concatenate([b.point_features for b in parts])),
-            point_cells=torch.from_numpy(np.concatenate(cells)),
+            point_cells=torch.from_numpy(batched_cells([b.point_cells for b in parts])),
             motion_bev=torch.from_numpy(np.stack([b.motion_bev for b in parts])),
             rows=torch.from_numpy(np.concatenate([b.rows + o for b, o in zip(parts, offsets, strict=True)])),
         )
