@@ -73,8 +73,13 @@ class OptimConfig(_Section):
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD only.")
     weight_decay: float = Field(1e-4, ge=0.0)
     warmup_epochs: float = Field(1.0, ge=0.0, description="Linear warm-up from 0 (may be fractional).")
+    schedule: Literal["exponential", "cosine"] = Field(
+        "exponential",
+        description="After warm-up: exponential (times `decay` per epoch, MotionBEV) or cosine to zero "
+        "at the last step (SGDR, Loshchilov and Hutter, ICLR 2017).",
+    )
     decay: float = Field(
-        0.95, gt=0.0, le=1.0, description="Exponential decay of the lr per epoch after warm-up."
+        0.95, gt=0.0, le=1.0, description="Exponential schedule: lr factor per epoch after warm-up."
     )
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(8, ge=1, description="Samples per step and rank.")

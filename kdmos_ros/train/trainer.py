@@ -13,7 +13,8 @@ Validation is the SemanticKITTI-MOS moving IoU from one confusion matrix over th
 gives the official number on all points through the node's pipeline.
 
 Schedule: linear warm-up over ``warmup_epochs``, then the learning rate times ``decay`` per epoch
-(MotionBEV's recipe), as one ``LambdaLR`` stepped every optimiser step. Seeds: torch, numpy and
+(MotionBEV's recipe) or a cosine to zero at the last step, as one ``LambdaLR`` stepped every
+optimiser step. Seeds: torch, numpy and
 Python from ``run.seed``; each epoch's shuffle from (seed, epoch), so a resumed run sees the same order.
 
 Multi-GPU / multi-node: launched with ``torchrun`` (``WORLD_SIZE`` > 1) the trainer joins the process
@@ -57,7 +58,7 @@ from kdmos_ros.errors import KdmosError
 from kdmos_ros.io.semantickitti import KDMOS_IGNORE, KDMOS_MOVING
 from kdmos_ros.metrics import ConfusionMatrix, MosScores, mos_matrix, update_mos
 from kdmos_ros.train import distill
-from kdmos_ros.train.config import TrainConfig
+from kdmos_ros.train.config import OptimConfig, TrainConfig
 from kdmos_ros.train.data import Batch, Collate, LabelledScans, MosDataset, inverse_frequency_weights
 from kdmos_ros.train.losses import segmentation_loss
 from kdmos_ros.train.models import student as student_models
@@ -261,12 +262,18 @@ def make_adapter(config: TrainConfig) -> StudentAdapter | TeacherAdapter:
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def lr_factor(step: int, steps_per_epoch: int, warmup_epochs: float, decay: float) -> float:
-    """Linear warm-up over ``warmup_epochs``, then ``decay`` per completed epoch after it."""
-    warmup_steps = warmup_epochs * steps_per_epoch
+def lr_factor(step: int, steps_per_epoch: int, optim: OptimConfig) -> float:
+    """Linear warm-up over ``warmup_epochs``, then ``decay`` per completed epoch or a cosine to zero."""
+    warmup_steps = optim.warmup_epochs * steps_per_epoch
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    return decay ** math.floor((step - warmup_steps) / steps_per_epoch)
+    if optim.schedule == "cosine":
+        # SGDR (Loshchilov and Hutter, ICLR 2017) without restarts: the last steps train at lr ~ 0, so
+        # the final weights are not a snapshot of a still-noisy trajectory.
+        total_steps = optim.epochs * steps_per_epoch
+        progress = min(1.0, (step - warmup_steps) / max(1.0, total_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return optim.decay ** math.floor((step - warmup_steps) / steps_per_epoch)
 
 
 def _glibc() -> Any:
@@ -426,8 +433,7 @@ class Trainer:
         self.optimizer = self._optimizer()
         optim = config.optim
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda step: lr_factor(step, self.steps_per_epoch, optim.warmup_epochs, optim.decay),
+            self.optimizer, lambda step: lr_factor(step, self.steps_per_epoch, optim)
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.wrapped: nn.Module = self.model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from kdmos_ros.cli import main
 from kdmos_ros.io.semantickitti import open_sequence
 from kdmos_ros.sim.sensors import load_sensor
 from kdmos_ros.sim.simulate import Simulation, write_sequence
-from kdmos_ros.train.config import parse_config
+from kdmos_ros.train.config import OptimConfig, parse_config
 from kdmos_ros.train.teacher_logits import load_teacher_logits
 from kdmos_ros.train.trainer import Trainer, lr_factor
 
@@ -29,10 +30,22 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_lr_schedule_warms_up_then_decays() -> None:
-    factors = [lr_factor(step, 4, 1.0, 0.5) for step in range(12)]
+    optim = OptimConfig(warmup_epochs=1.0, decay=0.5, epochs=3)
+    factors = [lr_factor(step, 4, optim) for step in range(12)]
     assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
     assert factors[4:8] == [1.0] * 4
     assert factors[8:] == [0.5] * 4
+
+
+def test_cosine_schedule_reaches_zero_at_the_last_step() -> None:
+    optim = OptimConfig(warmup_epochs=1.0, epochs=3, schedule="cosine")
+    factors = [lr_factor(step, 4, optim) for step in range(13)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    # 8 post-warm-up steps: half-way (step 8) is 0.5; the schedule ends at 0 after the last step (11).
+    assert factors[4] == 1.0
+    assert factors[8] == pytest.approx(0.5)
+    assert factors[12] == pytest.approx(0.0, abs=1e-12)
+    assert all(a > b for a, b in itertools.pairwise(factors[4:]))
 
 
 @pytest.mark.parametrize("kind", ["student", "teacher"])
