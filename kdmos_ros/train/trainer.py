@@ -14,8 +14,8 @@ gives the official number on all points through the node's pipeline.
 
 Schedule: linear warm-up over ``warmup_epochs``, then the learning rate times ``decay`` per epoch
 (MotionBEV's recipe) or a cosine to zero at the last step, as one ``LambdaLR`` stepped every
-optimiser step. Seeds: torch, numpy and
-Python from ``run.seed``; each epoch's shuffle from (seed, epoch), so a resumed run sees the same order.
+optimiser step. Seeds: torch, numpy and Python from ``run.seed``; each epoch's shuffle from
+(seed, epoch), so a resumed run sees the same order.
 
 Multi-GPU / multi-node: launched with ``torchrun`` (``WORLD_SIZE`` > 1) the trainer joins the process
 group (NCCL on CUDA, gloo on CPU), shards data with ``DistributedSampler`` and wraps the model in
