@@ -85,6 +85,13 @@ class OptimConfig(_Section):
     batch_size: int = Field(8, ge=1, description="Samples per step and rank.")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap on steps per epoch (smoke runs).")
     grad_clip: float | None = Field(None, gt=0.0, description="Max gradient norm; none: no clipping.")
+    ema_decay: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="Validate, keep and export an exponential moving average of the weights with this "
+        "decay per step (Polyak averaging; kdmos_ros/train/ema.py); none: the raw weights.",
+    )
 
 
 class RunConfig(_Section):

@@ -17,6 +17,11 @@ Schedule: linear warm-up over ``warmup_epochs``, then the learning rate times ``
 optimiser step. Seeds: torch, numpy and Python from ``run.seed``; each epoch's shuffle from
 (seed, epoch), so a resumed run sees the same order.
 
+With ``optim.ema_decay`` the trainer also keeps a moving average of the weights
+(:class:`~kdmos_ros.train.ema.WeightAverage`, updated after every step). The average is what is
+validated and saved as a checkpoint's weights, hence what ``kdmos export`` and ``kdmos eval`` use; the
+raw weights, from which training continues, go into the ``"trainer"`` entry (``trained_weights``).
+
 Multi-GPU / multi-node: launched with ``torchrun`` (``WORLD_SIZE`` > 1) the trainer joins the process
 group (NCCL on CUDA, gloo on CPU), shards data with ``DistributedSampler`` and wraps the model in
 ``DistributedDataParallel``; only rank 0 logs and writes checkpoints. Mixed precision (``autocast`` +
@@ -60,6 +65,7 @@ from kdmos_ros.metrics import ConfusionMatrix, MosScores, mos_matrix, update_mos
 from kdmos_ros.train import distill
 from kdmos_ros.train.config import OptimConfig, TrainConfig
 from kdmos_ros.train.data import Batch, Collate, LabelledScans, MosDataset, inverse_frequency_weights
+from kdmos_ros.train.ema import WeightAverage
 from kdmos_ros.train.losses import segmentation_loss
 from kdmos_ros.train.models import student as student_models
 from kdmos_ros.train.models import teacher as teacher_models
@@ -436,6 +442,7 @@ class Trainer:
             self.optimizer, lambda step: lr_factor(step, self.steps_per_epoch, optim)
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.average = WeightAverage(self.model, optim.ema_decay) if optim.ema_decay is not None else None
         self.wrapped: nn.Module = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -511,8 +518,15 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.average is not None:
+            self.average.update(self.model)
         self.step += 1
         return float(loss.detach())
+
+    @property
+    def kept_model(self) -> nn.Module:
+        """The model that is validated, saved as the checkpoint's weights and exported."""
+        return self.average.model if self.average is not None else self.model
 
     def _batches(self, loader: DataLoader, limit: int | None) -> Iterator[Any]:
         for i, batch in enumerate(loader):
@@ -525,11 +539,12 @@ class Trainer:
         """Moving/static IoU over the validation split (all ranks' points in one matrix)."""
         if self.val_set is None or len(self.val_set) == 0:
             return None
-        self.model.eval()
+        model = self.kept_model
+        model.eval()
         matrix = mos_matrix()
         for batch in self._batches(self._loader(self.val_set, 0, train=False), None):
             with self._autocast():
-                probability, labels = self.adapter.predict(self.model, batch.to(self.device))
+                probability, labels = self.adapter.predict(model, batch.to(self.device))
             predicted = (probability >= MOVING_THRESHOLD).cpu().numpy().astype(np.int64)
             update_mos(matrix, predicted, mos_truth(labels.cpu().numpy()))
         if self.dist.enabled:
@@ -660,7 +675,7 @@ class Trainer:
 
     def state(self) -> dict[str, Any]:
         """The ``"trainer"`` checkpoint entry: everything :meth:`resume` needs besides the weights."""
-        return {
+        state: dict[str, Any] = {
             "epoch": self.epoch,
             "step": self.step,
             "best_moving_iou": self.best_iou,
@@ -672,9 +687,14 @@ class Trainer:
             "recipe": self.config.model_dump(mode="json"),
             "class_weights": None if self.class_weights is None else self.class_weights.tolist(),
         }
+        if self.average is not None:
+            # The checkpoint's weights are the average; training resumes from the raw ones.
+            state["trained_weights"] = self.model.state_dict()
+            state["average_updates"] = self.average.updates
+        return state
 
     def save(self, path: Path) -> None:
-        self.adapter.save(path, self.model, {"trainer": self.state()})
+        self.adapter.save(path, self.kept_model, {"trainer": self.state()})
 
     def resume(self, path: Path | None = None) -> None:
         """Continue from ``last.pt`` (or ``path``): weights, optimiser, schedule, scaler, counters, RNGs."""
@@ -689,8 +709,19 @@ class Trainer:
             raise ResumeError(
                 f"cannot resume: {path} is a {payload.get('kind')!r} checkpoint, not a {self.adapter.kind}"
             )
+        averaged = "trained_weights" in state
+        if averaged != (self.average is not None):
+            raise ResumeError(
+                f"cannot resume: {path} was trained {'with' if averaged else 'without'} a weight average "
+                f"and the recipe has optim.ema_decay: {self.config.optim.ema_decay}"
+            )
         try:
-            self.adapter.load_weights(self.model, payload)
+            if self.average is not None:
+                self.adapter.load_weights(self.average.model, payload)
+                self.model.load_state_dict(state["trained_weights"])
+                self.average.updates = int(state["average_updates"])
+            else:
+                self.adapter.load_weights(self.model, payload)
         except (RuntimeError, KeyError) as error:
             first = str(error).strip().splitlines()[0]
             raise ResumeError(

@@ -19,7 +19,7 @@ from kdmos_ros.sim.sensors import load_sensor
 from kdmos_ros.sim.simulate import Simulation, write_sequence
 from kdmos_ros.train.config import OptimConfig, parse_config
 from kdmos_ros.train.teacher_logits import load_teacher_logits
-from kdmos_ros.train.trainer import Trainer, lr_factor
+from kdmos_ros.train.trainer import ResumeError, Trainer, lr_factor
 
 
 @pytest.fixture(scope="module")
@@ -57,18 +57,25 @@ def test_loss_falls_on_a_fixed_batch(root: Path, tmp_path: Path, kind: str) -> N
     assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2]), losses
 
 
-def test_resume_continues_exactly(root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_resume_continues_exactly(root: Path, tmp_path: Path, ema_decay: float | None) -> None:
     straight = Trainer(
-        parse_config(recipe(root, tmp_path / "a", "student")), progress=False, log=lambda _: None
+        parse_config(recipe(root, tmp_path / "a", "student", ema_decay=ema_decay)),
+        progress=False,
+        log=lambda _: None,
     )
     straight.fit()
 
     first = Trainer(
-        parse_config(recipe(root, tmp_path / "b", "student", epochs=1)), progress=False, log=lambda _: None
+        parse_config(recipe(root, tmp_path / "b", "student", epochs=1, ema_decay=ema_decay)),
+        progress=False,
+        log=lambda _: None,
     )
     first.fit()
     resumed = Trainer(
-        parse_config(recipe(root, tmp_path / "b", "student")), progress=False, log=lambda _: None
+        parse_config(recipe(root, tmp_path / "b", "student", ema_decay=ema_decay)),
+        progress=False,
+        log=lambda _: None,
     )
     resumed.resume()
     assert (resumed.epoch, resumed.step) == (1, 2)
@@ -81,6 +88,8 @@ def test_resume_continues_exactly(root: Path, tmp_path: Path) -> None:
 
     for name, tensor in straight.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[name], tensor, msg=name)
+    for name, tensor in straight.kept_model.state_dict().items():
+        torch.testing.assert_close(resumed.kept_model.state_dict()[name], tensor, msg=name)
     rows = {}
     for run in ("a", "b"):
         with (tmp_path / run / "metrics.csv").open() as handle:
@@ -90,6 +99,29 @@ def test_resume_continues_exactly(root: Path, tmp_path: Path) -> None:
     assert rows["a"][1]["train_loss"] == rows["b"][1]["train_loss"]
     assert rows["a"][1]["lr"] == rows["b"][1]["lr"]
     assert (tmp_path / "a" / "best.pt").is_file()
+
+
+def test_checkpoints_hold_the_weight_average(root: Path, tmp_path: Path) -> None:
+    trainer = Trainer(
+        parse_config(recipe(root, tmp_path, "student", ema_decay=0.9)), progress=False, log=lambda _: None
+    )
+    trainer.fit()
+    assert trainer.average is not None and trainer.average.updates == trainer.step == 4
+    payload = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)
+    averaged, trained = trainer.average.model.state_dict(), trainer.model.state_dict()
+    for name, tensor in payload["state_dict"].items():
+        torch.testing.assert_close(tensor, averaged[name], msg=name)
+        torch.testing.assert_close(payload["trainer"]["trained_weights"][name], trained[name], msg=name)
+    assert any(not torch.equal(averaged[name], trained[name]) for name in averaged)
+    # The logged validation is the kept model's (the average's).
+    scores = trainer.validate()
+    with (tmp_path / "metrics.csv").open() as handle:
+        last = list(csv.DictReader(handle))[-1]
+    assert scores is not None and float(last["val_moving_iou"]) == pytest.approx(scores.moving_iou)
+
+    plain = Trainer(parse_config(recipe(root, tmp_path, "student")), progress=False, log=lambda _: None)
+    with pytest.raises(ResumeError, match="with a weight average"):
+        plain.resume()
 
 
 def test_cli_trains_exports_and_evaluates(
