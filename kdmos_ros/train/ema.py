@@ -41,11 +41,8 @@ class WeightAverage:
         """Move the average towards ``model``'s current weights and buffers."""
         decay = self.current_decay()
         self.updates += 1
-        averaged = self.model.state_dict()
-        current = model.state_dict()
-        if averaged.keys() != current.keys():
-            raise ValueError("the averaged model and the trained model have different parameters")
-        for name, value in averaged.items():
+        current = model.state_dict()  # the average is a deep copy of this model: same names
+        for name, value in self.model.state_dict().items():
             if value.dtype.is_floating_point:
                 value.lerp_(current[name].detach(), 1.0 - decay)
             else:
