@@ -755,7 +755,9 @@ train_app = typer.Typer(
 app.add_typer(train_app, name="train")
 
 
-def _run_training(kind: str, config_path: Path, resume: bool, out: Path | None, seed: int | None) -> None:
+def _run_training(
+    kind: str, config_path: Path, resume: bool, out: Path | None, seed: int | None, epochs: int | None
+) -> None:
     _need_train_extra(f"train {kind}")
     from kdmos_ros.train.config import load_config
     from kdmos_ros.train.trainer import Trainer
@@ -763,6 +765,8 @@ def _run_training(kind: str, config_path: Path, resume: bool, out: Path | None, 
     config = load_config(config_path)
     if seed is not None:
         config = config.model_copy(update={"run": config.run.model_copy(update={"seed": seed})})
+    if epochs is not None:
+        config = config.model_copy(update={"optim": config.optim.model_copy(update={"epochs": epochs})})
     if config.model.kind != kind:
         raise KdmosError(
             f"{config_path} trains a {config.model.kind} (model.kind); use kdmos train {config.model.kind}"
@@ -805,22 +809,38 @@ _OutOption = Annotated[
 _SeedOption = Annotated[
     int | None, typer.Option("--seed", min=0, help="Overrides run.seed (pair it with --out).")
 ]
+_EpochsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--epochs",
+        min=1,
+        help="Overrides optim.epochs; with --resume, a larger value continues a finished run.",
+    ),
+]
 
 
 @train_app.command("student")
 def train_student(
-    config: _ConfigArgument, resume: _ResumeOption = False, out: _OutOption = None, seed: _SeedOption = None
+    config: _ConfigArgument,
+    resume: _ResumeOption = False,
+    out: _OutOption = None,
+    seed: _SeedOption = None,
+    epochs: _EpochsOption = None,
 ) -> None:
     """Train the BEV student (Lovász + CE on voxels); best.pt exports with kdmos export --checkpoint."""
-    _run_training("student", config, resume, out, seed)
+    _run_training("student", config, resume, out, seed, epochs)
 
 
 @train_app.command("teacher")
 def train_teacher(
-    config: _ConfigArgument, resume: _ResumeOption = False, out: _OutOption = None, seed: _SeedOption = None
+    config: _ConfigArgument,
+    resume: _ResumeOption = False,
+    out: _OutOption = None,
+    seed: _SeedOption = None,
+    epochs: _EpochsOption = None,
 ) -> None:
     """Train the point-based teacher on K pose-aligned scans. Multi-GPU: torchrun --nproc-per-node N."""
-    _run_training("teacher", config, resume, out, seed)
+    _run_training("teacher", config, resume, out, seed, epochs)
 
 
 @train_app.command("dump-logits")

@@ -145,6 +145,19 @@ def test_cli_trains_exports_and_evaluates(
     assert 0.0 <= report["total"]["static_iou"] <= 1.0
 
 
+def test_cli_epochs_overrides_the_recipe_and_continues_a_finished_run(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_recipe(tmp_path / "student.yaml", recipe(root, tmp_path / "run", "student", epochs=2))
+    assert main(["train", "student", str(config), "--epochs", "1"]) == 0
+    assert main(["train", "student", str(config), "--epochs", "3", "--resume"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    with (tmp_path / "run" / "metrics.csv").open() as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2", "3"]
+    stored = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["trainer"]["recipe"]
+    assert stored["optim"]["epochs"] == 3
+
+
 def test_inverse_frequency_class_weights_are_computed_and_stored(root: Path, tmp_path: Path) -> None:
     from kdmos_ros.io.semantickitti import kdmos_labels
 
