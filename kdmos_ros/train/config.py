@@ -65,6 +65,11 @@ class ModelSection(_Section):
         default_factory=dict,
         description="Architecture fields replaced in the preset (e.g. a smaller grid for tests).",
     )
+    init_bev_from: Path | None = Field(
+        None,
+        description="Teacher with a bev_branch only: start that branch from this trained student "
+        "checkpoint (e.g. runs/sim/student_lite_s0/best.pt) instead of random weights.",
+    )
 
 
 class OptimConfig(_Section):
@@ -154,6 +159,8 @@ class TrainConfig(_Section):
             raise ValueError(
                 f"model.preset {self.model.preset!r} is not a {self.model.kind} preset ({', '.join(presets)})"
             )
+        if self.model.init_bev_from is not None and self.model.kind != "teacher":
+            raise ValueError("model.init_bev_from: only a teacher's BEV branch starts from a student")
         if self.distill is not None and self.model.kind != "student":
             raise ValueError("distill: only a student is distilled (model.kind: student)")
         return self

@@ -223,7 +223,14 @@ class TeacherAdapter:
         self.class_weights: Tensor | None = None  # set by the Trainer (loss.class_weights)
 
     def build(self) -> nn.Module:
-        return teacher_models.build_teacher(self.model_config)
+        model = teacher_models.build_teacher(self.model_config)
+        start = self.config.model.init_bev_from
+        if start is not None:
+            if not start.is_file():
+                raise KdmosError(f"model.init_bev_from: no student checkpoint at {start}")
+            student, _, _ = student_models.load_student(start)
+            teacher_models.init_bev_branch(model, student)
+        return model
 
     def datasets(self) -> tuple[Dataset, Dataset | None]:
         data, seed = self.config.data, self.config.run.seed

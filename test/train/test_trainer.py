@@ -14,6 +14,7 @@ import torch
 from support import TINY_TEACHER, recipe, write_recipe
 
 from kdmos_ros.cli import main
+from kdmos_ros.errors import KdmosError
 from kdmos_ros.io.semantickitti import open_sequence
 from kdmos_ros.sim.sensors import load_sensor
 from kdmos_ros.sim.simulate import Simulation, write_sequence
@@ -244,6 +245,36 @@ def test_eval_on_a_teacher_checkpoint_matches_its_validation(
     capsys.readouterr()
     assert main(["train", "student", str(student_config)]) == 1
     assert "dump-logits" in capsys.readouterr().err
+
+
+def test_teacher_warm_started_from_a_student_predicts_what_the_student_does(
+    root: Path, tmp_path: Path
+) -> None:
+    student_payload = recipe(root, tmp_path / "student", "student", epochs=1)
+    student_payload["model"]["overrides"] = {}  # the lite grid, which the teacher's BEV branch is on
+    student = Trainer(parse_config(student_payload), progress=False, log=lambda _: None)
+    student.fit()
+    payload = recipe(root, tmp_path / "teacher", "teacher", epochs=1)
+    payload["model"]["overrides"] = {**TINY_TEACHER, **TEACHER_CONTEXTS["bev-branch"]}
+    payload["model"]["init_bev_from"] = str(tmp_path / "student" / "last.pt")
+    teacher = Trainer(parse_config(payload), progress=False, log=lambda _: None)
+    assert student.val_set is not None and teacher.val_set is not None
+    student.model.eval()
+    teacher.model.eval()
+    with torch.no_grad():
+        for item in (0, 5):
+            expected, labels = student.adapter.predict(
+                student.model, student.adapter.collate([student.val_set[item]])
+            )
+            batch = teacher.adapter.collate([teacher.val_set[item]])
+            got, teacher_labels = teacher.adapter.predict(teacher.model, batch)
+            # The BEV branch scores the points on the student's grid (its rows); so does the student.
+            rows = batch.bev.rows
+            assert torch.equal(teacher_labels[rows], labels)
+            torch.testing.assert_close(got[rows], expected)
+    payload["model"]["init_bev_from"] = str(tmp_path / "nope.pt")
+    with pytest.raises(KdmosError, match="no student checkpoint at"):
+        Trainer(parse_config(payload), progress=False, log=lambda _: None)
 
 
 def test_eval_refuses_a_file_that_is_not_a_checkpoint(

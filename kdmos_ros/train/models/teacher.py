@@ -843,6 +843,49 @@ def build_teacher(config: TeacherConfig | str) -> TeacherNet:
     return TeacherNet(preset_config(config) if isinstance(config, str) else config)
 
 
+def init_bev_branch(model: TeacherNet, student: StudentNet) -> None:
+    """Start the teacher's BEV branch from a trained student of the same preset.
+
+    The branch's motion encoder takes the student's causal channels first and the future ones after
+    them (:attr:`MotionContext.channels`), so every student weight is copied into the leading slice of
+    its tensor; the future channels' convolution weights start at zero, so the warm-started teacher
+    predicts exactly what the student does until training gives the privileged channels a say (as the
+    zero-initialised point head does for the point branch).
+    """
+    if model.bev is None:
+        raise KdmosError("this teacher has no BEV branch (bev_branch) to initialise from a student")
+    if student.config.grid != model.bev.config.grid:
+        raise KdmosError(
+            f"the student's grid {student.config.grid} differs from the teacher's BEV branch grid "
+            f"{model.bev.config.grid}"
+        )
+    context = model.config.motion_context
+    if context is not None and student.config.motion != context.motion:
+        raise KdmosError("the student's motion features differ from the teacher's motion_context.motion")
+    target = model.bev.state_dict()
+    source = student.state_dict()
+    if set(source) != set(target):
+        missing = sorted(set(target) ^ set(source))[:3]
+        raise KdmosError(
+            f"the student is not a {model.config.bev_branch} network (parameters {missing} differ)"
+        )
+    merged: dict[str, Tensor] = {}
+    for name, weights in source.items():
+        into = target[name].clone()
+        if weights.shape == into.shape:
+            merged[name] = weights.clone()
+            continue
+        same_rank = weights.dim() == into.dim()
+        wider = [d for d in range(into.dim()) if same_rank and weights.shape[d] != into.shape[d]]
+        if len(wider) != 1 or weights.shape[wider[0]] > into.shape[wider[0]]:
+            raise KdmosError(f"{name}: student shape {tuple(weights.shape)} does not fit {tuple(into.shape)}")
+        if into.dim() > 1:  # convolution weights of the future channels: silent at first
+            into.zero_()
+        into.narrow(wider[0], 0, weights.shape[wider[0]]).copy_(weights)
+        merged[name] = into
+    model.bev.load_state_dict(merged)
+
+
 # --- checkpoints -------------------------------------------------------------------------------------------
 
 

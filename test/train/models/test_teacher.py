@@ -535,3 +535,62 @@ def test_bev_teacher_checkpoint_round_trip(tmp_path) -> None:
     assert loaded.config.bev_branch == "lite" and loaded.config.motion_context == config.motion_context
     with torch.no_grad():
         assert torch.equal(loaded(points, batch, bev=bev).logits, model(points, batch, bev=bev).logits)
+
+
+def _trained_looking(student: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """A student whose weights and BatchNorm statistics are all away from their initial values."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in student.state_dict().items():
+            if not tensor.is_floating_point():
+                continue
+            noise = torch.rand(tensor.shape, generator=generator)
+            if name.endswith("running_var"):
+                tensor.mul_(0.5 + noise)
+            else:
+                tensor.add_(0.05 * (noise - 0.5))
+    return student.eval()
+
+
+def test_bev_branch_warm_started_from_a_student_predicts_what_the_student_does() -> None:
+    from kdmos_ros.train.models.student import PRESETS as PRESETS_STUDENT
+    from kdmos_ros.train.models.student import StudentNet
+    from kdmos_ros.train.models.teacher import init_bev_branch
+
+    config = _bev_config()
+    student = _trained_looking(StudentNet(PRESETS_STUDENT["lite"]), seed=18)
+    points, batch, bev = _bev_batch(config, seed=18)  # random future channels too: they must stay silent
+    causal = student.config.motion_channels
+    with torch.no_grad():
+        expected = student.point_logits(bev.point_features, bev.point_cells, bev.motion_bev[:, :causal])
+        cold = tiny_model(seed=18, config=config)
+        assert not torch.allclose(cold(points, batch, bev=bev).logits[bev.rows], expected, atol=1e-3)
+        init_bev_branch(cold, student)
+        cold.eval()
+        torch.testing.assert_close(cold(points, batch, bev=bev).logits[bev.rows], expected)
+    # The future channels enter through zero weights (so training can give them a say), after a
+    # BatchNorm that keeps its fresh statistics for them and the student's for the causal ones.
+    assert cold.bev is not None
+    norm, conv = cold.bev.motion[0][0], cold.bev.motion[0][1].first.conv
+    assert conv.weight.shape[1] == 2 * causal and conv.weight[:, :causal].any()
+    assert not conv.weight[:, causal:].any()
+    torch.testing.assert_close(norm.running_mean[:causal], student.motion[0][0].running_mean)
+    assert not norm.running_mean[causal:].any()
+
+
+def test_bev_branch_refuses_a_student_it_cannot_hold() -> None:
+    from kdmos_ros.pipeline.contract import MotionConfig
+    from kdmos_ros.train.models.student import PRESETS as PRESETS_STUDENT
+    from kdmos_ros.train.models.student import StudentNet
+    from kdmos_ros.train.models.teacher import init_bev_branch
+
+    lite = PRESETS_STUDENT["lite"]
+    with pytest.raises(KdmosError, match="no BEV branch"):
+        init_bev_branch(tiny_model(seed=19), StudentNet(lite))
+    teacher = tiny_model(seed=19, config=_bev_config())
+    with pytest.raises(KdmosError, match="grid"):
+        init_bev_branch(teacher, StudentNet(PRESETS_STUDENT["full"]))
+    with pytest.raises(KdmosError, match="does not fit"):
+        init_bev_branch(teacher, StudentNet(lite.model_copy(update={"motion_widths": (16, 32, 64, 64)})))
+    with pytest.raises(KdmosError, match="motion features"):
+        init_bev_branch(teacher, StudentNet(lite.model_copy(update={"motion": MotionConfig(voxel_size=0.3)})))
