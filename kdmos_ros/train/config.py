@@ -68,7 +68,7 @@ class ModelSection(_Section):
     init_bev_from: Path | None = Field(
         None,
         description="Teacher with a bev_branch only: start that branch from this trained student "
-        "checkpoint (e.g. runs/sim/student_lite_s0/best.pt) instead of random weights.",
+        "checkpoint (e.g. runs/sim/student_lite_nokd_s0/best.pt) instead of random weights.",
     )
 
 

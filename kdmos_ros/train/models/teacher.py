@@ -865,9 +865,9 @@ def init_bev_branch(model: TeacherNet, student: StudentNet) -> None:
     target = model.bev.state_dict()
     source = student.state_dict()
     if set(source) != set(target):
-        missing = sorted(set(target) ^ set(source))[:3]
+        differ = sorted(set(target) ^ set(source))[:3]
         raise KdmosError(
-            f"the student is not a {model.config.bev_branch} network (parameters {missing} differ)"
+            f"the student is not a {model.config.bev_branch} network (parameters {differ} differ)"
         )
     merged: dict[str, Tensor] = {}
     for name, weights in source.items():
