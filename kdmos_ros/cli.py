@@ -846,7 +846,14 @@ def train_teacher(
 @train_app.command("dump-logits")
 def train_dump_logits(
     config: _ConfigArgument,
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Trained teacher checkpoint.")],
+    checkpoint: Annotated[
+        Path,
+        typer.Option(
+            "--checkpoint",
+            "-c",
+            help="Trained teacher checkpoint, or a student (e.g. non-causal) as the teacher.",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for NN/XXXXXX.npy files and index.json.")],
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     feature_points: Annotated[

@@ -38,6 +38,22 @@ def save_checkpoint(path: str | Path, kind: str, model: nn.Module, config: BaseM
     return path
 
 
+def checkpoint_kind(path: str | Path, kinds: tuple[str, ...]) -> str:
+    """The ``kind`` of the checkpoint at ``path``, which must be one of ``kinds`` (clear errors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a file that is not a checkpoint
+        raise CheckpointError(f"{path} is not a readable torch checkpoint ({type(error).__name__})") from None
+    kind = payload.get("kind") if isinstance(payload, dict) else None
+    if kind not in kinds:
+        names = " or ".join(k.removeprefix("kdmos-") for k in kinds)
+        raise CheckpointError(f"{path} is not a kdmos {names} checkpoint (kind {kind!r})")
+    return str(kind)
+
+
 def load_checkpoint(
     path: str | Path,
     kind: str,

@@ -3,6 +3,7 @@
 Each sample is one scan t with the scans before it: :func:`~kdmos_ros.pipeline.features.features_at`
 replays them into the same ``ScanWindow`` the node streams into, so the student trains on exactly
 the inputs it will get on the robot. Labels use the KDMOS classes (ignore, static, movable, moving).
+A non-causal student (``future``, for the ablation only) also gets :func:`future_motion_bev`.
 
 Augmentation is one rigid motion A (rotation about z, mirror, small shift) applied to the whole
 window: every scan's points become A·p and every pose A·P·A⁻¹. Relative poses between scans change
@@ -30,8 +31,9 @@ from kdmos_ros.io.semantickitti import (
     kdmos_labels,
     open_sequence,
 )
-from kdmos_ros.pipeline.contract import ModelContract
+from kdmos_ros.pipeline.contract import ModelContract, MotionConfig
 from kdmos_ros.pipeline.features import features_at
+from kdmos_ros.pipeline.grid import PolarGrid
 
 
 class AugmentConfig(BaseModel):
@@ -83,6 +85,7 @@ class Sample:
     point_cells: np.ndarray  # (M, 3) int64
     motion_bev: np.ndarray  # (C_m, n_rho, n_phi) float32
     labels: np.ndarray  # (M,) int64, KDMOS classes
+    valid: np.ndarray  # (N_scan,) bool: the rows of the scan file that are the M points
     # Distillation targets (train/distill.py), None without a ``distill:`` section:
     teacher_logits: np.ndarray | None = None  # (M, C) float32: offline, the teacher's logits per point
     relation_index: np.ndarray | None = None  # (R,) int64: points (of the M) in the affinity matrices
@@ -111,6 +114,38 @@ class Window:
     @property
     def frame(self) -> int:
         return self.sequence.frames[self.position]
+
+
+class _Backwards:
+    """A sequence's scans in reverse order, read on access."""
+
+    def __init__(self, scans: AugmentedScans, count: int) -> None:
+        self.scans = scans
+        self.count = count
+
+    def __getitem__(self, position: int) -> np.ndarray:
+        return self.scans[self.count - 1 - position]
+
+
+def future_motion_bev(window: Window, grid: PolarGrid, motion: MotionConfig) -> np.ndarray:
+    """(C_m, n_rho, n_phi) motion BEV of the window's scan against the next scans, not the past ones.
+
+    The runtime feature code runs on the sequence played backwards, so the next scans act as the
+    "past" of scan t. Privileged information: only offline models (a teacher, the non-causal ablation
+    student) can have it. All zero at the last scan of a sequence.
+    """
+    count = len(window.poses)
+    times = np.asarray(window.sequence.times, dtype=np.float64)
+    # Negated, reversed stamps keep time increasing along the reversed sequence.
+    future = features_at(
+        grid,
+        motion,
+        _Backwards(window.scans, count),
+        window.poses[::-1],
+        -times[::-1],
+        count - 1 - window.position,
+    )
+    return future.motion_bev[0]
 
 
 def with_moving_points(
@@ -208,7 +243,8 @@ class MosDataset(LabelledScans):
     """Student samples (:class:`Sample`): the runtime features of each labelled scan.
 
     ``min_moving_points`` drops scans with fewer moving points (MotionBEV drops such frames to
-    fight the class imbalance).
+    fight the class imbalance). With ``future`` the motion BEV also carries the channels of
+    :func:`future_motion_bev` after the causal ones (the non-causal ablation student).
     """
 
     def __init__(
@@ -220,10 +256,12 @@ class MosDataset(LabelledScans):
         min_moving_points: int = 0,
         seed: int = 0,
         targets: DistillTargets | None = None,
+        future: bool = False,
     ) -> None:
         super().__init__(root, sequences, augment, seed, with_moving_points(min_moving_points))
         self.contract = contract
         self.targets = targets
+        self.future = future
 
     def __getitem__(self, item: int) -> Sample:
         window = self.window(item)
@@ -235,6 +273,10 @@ class MosDataset(LabelledScans):
             window.sequence.times,
             window.position,
         )
+        motion_bev = features.motion_bev[0]
+        if self.future:
+            future = future_motion_bev(window, self.contract.grid, self.contract.motion)
+            motion_bev = np.concatenate([motion_bev, future])
         semantic, _ = window.sequence.read_labels(window.frame)
         labels = kdmos_labels(semantic)[features.valid].astype(np.int64)
         return Sample(
@@ -242,8 +284,9 @@ class MosDataset(LabelledScans):
             frame=window.frame,
             point_features=features.point_features,
             point_cells=features.point_cells,
-            motion_bev=features.motion_bev[0],
+            motion_bev=motion_bev,
             labels=labels,
+            valid=features.valid,
             **(self.targets.attach(window, features.valid) if self.targets is not None else {}),
         )
 

@@ -3,6 +3,9 @@
 - A student checkpoint is exported to a temporary ONNX file and evaluated through
   :class:`~kdmos_ros.pipeline.segmenter.MotionSegmenter`, exactly as an exported model would be: what
   is scored is what the node would run.
+- A non-causal student (``future: true``, the ablation's) cannot be exported either: it is run in
+  torch on the training pipeline's samples with the next scans
+  (:class:`~kdmos_ros.train.data.MosDataset`, no augmentation) and scored the same way.
 - A teacher checkpoint cannot be exported (the node never runs it); it is run in torch on the same
   samples ``kdmos train dump-logits`` sees (:class:`~kdmos_ros.train.teacher_data.TeacherDataset`,
   no augmentation, every current-scan point) and scored with the same SemanticKITTI-MOS protocol:
@@ -23,9 +26,11 @@ from kdmos_ros.evaluate import EvalReport, SequenceReport, evaluate, scan_moving
 from kdmos_ros.io.semantickitti import mos_labels
 from kdmos_ros.metrics import update_mos
 from kdmos_ros.pipeline.segmenter import LABEL_MOVING, LABEL_UNKNOWN, MotionSegmenter
-from kdmos_ros.train.checkpoint import CheckpointError
+from kdmos_ros.train.checkpoint import checkpoint_kind as read_kind
+from kdmos_ros.train.data import Collate, MosDataset
 from kdmos_ros.train.export import export_onnx, trained_student
 from kdmos_ros.train.models.student import CHECKPOINT_KIND as STUDENT_KIND
+from kdmos_ros.train.models.student import StudentNet
 from kdmos_ros.train.models.teacher import CHECKPOINT_KIND as TEACHER_KIND
 from kdmos_ros.train.models.teacher import TeacherNet, load_teacher
 from kdmos_ros.train.teacher_data import TeacherDataset, collate_teacher
@@ -37,17 +42,7 @@ TEACHER_EVAL_MAX_POINTS = 400_000
 
 def checkpoint_kind(path: str | Path) -> str:
     """The ``kind`` of a kdmos checkpoint (``kdmos-student`` or ``kdmos-teacher``), with clear errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a file that is not a checkpoint
-        raise CheckpointError(f"{path} is not a readable torch checkpoint ({type(error).__name__})") from None
-    kind = payload.get("kind") if isinstance(payload, dict) else None
-    if kind not in (STUDENT_KIND, TEACHER_KIND):
-        raise CheckpointError(f"{path} is not a kdmos student or teacher checkpoint (kind {kind!r})")
-    return str(kind)
+    return read_kind(path, (STUDENT_KIND, TEACHER_KIND))
 
 
 @torch.no_grad()
@@ -89,6 +84,43 @@ def evaluate_teacher(
     return EvalReport(model=name, sequences=reports)
 
 
+@torch.no_grad()
+def evaluate_student_in_torch(
+    model: StudentNet,
+    root: str | Path,
+    sequences: Sequence[str],
+    name: str,
+    device: str | torch.device = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> EvalReport:
+    """Score a student in torch on every scan of the sequences (P(moving) ≥ 0.5): the only way to
+    score a non-causal one; for a causal one it agrees with the ONNX path."""
+    model = model.to(device).eval()
+    config = model.config
+    contract = config.to_contract()
+    collate = Collate(contract)
+    reports = []
+    for sequence_name in sequences:
+        dataset = MosDataset(root, [sequence_name], contract, future=config.future)
+        sequence = dataset.sequences[sequence_name]
+        report = SequenceReport(sequence.directory.name)
+        for item in range(len(dataset)):
+            sample = dataset[item]
+            batch = collate([sample]).to(device)
+            logits = model(batch.point_features, batch.point_cells, batch.motion_bev).point_logits
+            probability = moving_probability(logits, contract.moving_class, contract.ignore_class)
+            labels = np.full(len(sample.valid), LABEL_UNKNOWN, dtype=np.uint8)
+            labels[sample.valid] = np.where(probability.cpu().numpy() >= MOVING_THRESHOLD, LABEL_MOVING, 0)
+            truth = mos_labels(sequence.read_labels(sample.frame)[0])
+            update_mos(report.matrix, labels, truth)
+            report.frames.append(sample.frame)
+            report.scan_iou.append(scan_moving_iou(labels, truth))
+            if progress is not None:
+                progress(1)
+        reports.append(report)
+    return EvalReport(model=name, sequences=reports)
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     root: str | Path,
@@ -105,8 +137,10 @@ def evaluate_checkpoint(
     """
     checkpoint = Path(checkpoint)
     if checkpoint_kind(checkpoint) == STUDENT_KIND:
+        model, config, training = trained_student(checkpoint)
+        if config.future:
+            return evaluate_student_in_torch(model, root, sequences, str(checkpoint), device, progress)
         with tempfile.TemporaryDirectory(prefix="kdmos-eval-") as folder:
-            model, config, training = trained_student(checkpoint)
             path = export_onnx(model, config, Path(folder) / f"{checkpoint.stem}.onnx", training)
             segmenter = MotionSegmenter.from_path(path, provider=provider, log=log)
             report = evaluate(segmenter, root, sequences, progress)

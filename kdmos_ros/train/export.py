@@ -121,6 +121,11 @@ def export_onnx(
     """
     if model.config != config:
         raise ValueError("the model was built for a different StudentConfig than the one given")
+    if config.future:
+        raise KdmosError(
+            "this student is non-causal (future: true): it needs the next scans, which the node never "
+            "has, so it cannot be exported; it exists for the causal/non-causal ablation"
+        )
     path = Path(path)
     info = {
         "parameters": count_parameters(model)["total"],

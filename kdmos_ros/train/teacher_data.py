@@ -34,10 +34,10 @@ from kdmos_ros.pipeline.features import features_at, point_inputs
 from kdmos_ros.pipeline.window import finite_rows
 from kdmos_ros.train.data import (
     AugmentConfig,
-    AugmentedScans,
     LabelledScans,
     Window,
     batched_cells,
+    future_motion_bev,
     with_moving_points,
 )
 from kdmos_ros.train.models.teacher import BevInputs, MotionContext
@@ -133,17 +133,6 @@ def teacher_sample(
     )
 
 
-class _Backwards:
-    """A sequence's scans in reverse order, read on access."""
-
-    def __init__(self, scans: AugmentedScans, count: int) -> None:
-        self.scans = scans
-        self.count = count
-
-    def __getitem__(self, position: int) -> np.ndarray:
-        return self.scans[self.count - 1 - position]
-
-
 def motion_context(
     window: Window, points: np.ndarray, current_finite: np.ndarray, context: MotionContext
 ) -> tuple[np.ndarray, BevSample]:
@@ -153,17 +142,7 @@ def motion_context(
     features = features_at(context.grid, context.motion, window.scans, window.poses, times, window.position)
     bev = features.motion_bev[0]
     if context.future:
-        # Backwards in time the next scans are the window's past; negated stamps keep time increasing.
-        count = len(window.poses)
-        future = features_at(
-            context.grid,
-            context.motion,
-            _Backwards(window.scans, count),
-            window.poses[::-1],
-            -times[::-1],
-            count - 1 - window.position,
-        )
-        bev = np.concatenate([bev, future.motion_bev[0]])
+        bev = np.concatenate([bev, future_motion_bev(window, context.grid, context.motion)])
     valid, _, cells = point_inputs(context.grid, points[:, :4])
     columns = np.zeros((len(points), bev.shape[0]), dtype=np.float32)
     columns[valid] = bev[:, cells[:, 0], cells[:, 1]].T

@@ -8,6 +8,10 @@ Layout under the output folder::
                           (``TeacherOutput.features``) of M finite points drawn once per scan, for
                           SRKD's relation distillation (M = ``feature_points``; none when 0)
 
+The teacher is a teacher checkpoint, or a student checkpoint: typically a non-causal one (``future:
+true``), which knows the next scans that the causal student cannot see. A student's features are its
+``point_embeddings`` and its NaN rows also cover the points outside its grid.
+
 Files are keyed by sequence and frame id (never by list position). A file has one row per point of
 the scan file, in its order; rows of non-finite points (which the teacher never sees) are NaN, so
 the distillation step can pick exactly the points the student keeps (its in-grid points).
@@ -18,13 +22,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from kdmos_ros.errors import KdmosError
+from kdmos_ros.train.checkpoint import checkpoint_kind
 from kdmos_ros.train.config import TrainConfig
+from kdmos_ros.train.data import Collate, MosDataset, Sample
+from kdmos_ros.train.models.student import CHECKPOINT_KIND as STUDENT_KIND
+from kdmos_ros.train.models.student import load_student
+from kdmos_ros.train.models.teacher import CHECKPOINT_KIND as TEACHER_KIND
 from kdmos_ros.train.models.teacher import load_teacher
 from kdmos_ros.train.teacher_data import TeacherDataset, TeacherSample, collate_teacher
 
@@ -35,7 +45,10 @@ INDEX_KIND = "kdmos-teacher-logits"
 DEFAULT_FEATURE_POINTS = 2048
 
 
-def _unchanged(sample: TeacherSample) -> TeacherSample:
+_SampleT = TypeVar("_SampleT", TeacherSample, Sample)
+
+
+def _unchanged(sample: _SampleT) -> _SampleT:
     return sample
 
 
@@ -55,17 +68,88 @@ def feature_rows(finite: np.ndarray, count: int, sequence: str, frame: int) -> n
     return candidates[np.sort(chosen)]
 
 
+def _write_scan(
+    out_dir: Path,
+    sequence: str,
+    frame: int,
+    rows: np.ndarray,
+    logits: torch.Tensor,
+    features: torch.Tensor,
+    feature_points: int,
+) -> None:
+    """Store one scan: ``logits``/``features`` belong to the scan file's rows where ``rows`` is true."""
+    out = np.full((len(rows), logits.shape[1]), np.nan, dtype=np.float16)
+    out[rows] = logits.float().cpu().numpy().astype(np.float16)
+    path = logits_path(out_dir, sequence, frame)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, out)
+    if feature_points > 0:
+        chosen = feature_rows(rows, feature_points, sequence, frame)
+        # Outputs come in the order of the scan's rows that have one.
+        position = torch.from_numpy(np.cumsum(rows)[chosen] - 1).to(features.device)
+        np.savez(
+            features_path(out_dir, sequence, frame),
+            rows=chosen.astype(np.int64),
+            features=features[position].float().cpu().numpy().astype(np.float16),
+        )
+
+
 @torch.no_grad()
-def dump_teacher_logits(
+def _dump_student(
     config: TrainConfig,
     checkpoint: str | Path,
-    out_dir: str | Path,
-    device: str = "cpu",
-    progress: Callable[[int], None] | None = None,
-    feature_points: int = DEFAULT_FEATURE_POINTS,
-) -> Path:
-    """Run the teacher (eval, no augmentation) on every training scan of ``config``; returns index.json."""
-    out_dir = Path(out_dir)
+    out_dir: Path,
+    device: str,
+    progress: Callable[[int], None] | None,
+    feature_points: int,
+) -> dict[str, Any]:
+    """A student as the teacher: its inputs (with the next scans, if non-causal), its point logits."""
+    model, student_config, extra = load_student(checkpoint, map_location=device)
+    contract = student_config.to_contract()
+    dataset = MosDataset(
+        config.data.root, config.data.train_sequences, contract, future=student_config.future
+    )
+    frames: dict[str, list[int]] = {name: [] for name in config.data.train_sequences}
+    collate = Collate(contract)
+    loader = DataLoader(dataset, batch_size=None, num_workers=config.data.num_workers, collate_fn=_unchanged)
+    for sample in loader:
+        batch = collate([sample]).to(device)
+        output = model(batch.point_features, batch.point_cells, batch.motion_bev)
+        _write_scan(
+            out_dir,
+            sample.sequence,
+            sample.frame,
+            sample.valid,
+            output.point_logits,
+            output.point_embeddings,
+            feature_points,
+        )
+        frames[sample.sequence].append(sample.frame)
+        if progress is not None:
+            progress(1)
+    trainer = extra.get("trainer")
+    return {
+        "classes": list(student_config.classes),
+        "teacher_kind": STUDENT_KIND,
+        "teacher": student_config.model_dump(mode="json"),
+        "teacher_epoch": trainer.get("epoch") if isinstance(trainer, dict) else None,
+        "num_scans": None,
+        "max_points": None,
+        "feature_dim": model.embedding_dim,
+        "frames": frames,
+    }
+
+
+@torch.no_grad()
+def _dump_teacher(
+    config: TrainConfig,
+    checkpoint: str | Path,
+    out_dir: Path,
+    device: str,
+    progress: Callable[[int], None] | None,
+    feature_points: int,
+) -> dict[str, Any]:
+    """A teacher checkpoint: its K-scan input (no augmentation), logits of the current scan's points."""
     model, extra = load_teacher(checkpoint, map_location=device)
     data = config.data
     if data.num_scans > model.config.max_scans:
@@ -82,40 +166,59 @@ def dump_teacher_logits(
         batch = collate_teacher([sample]).to(device)
         output = model(batch.points, batch.batch, bev=batch.bev)
         n_current = int(sample.current_finite.sum())
-        out = np.full((len(sample.current_finite), output.logits.shape[1]), np.nan, dtype=np.float16)
-        out[sample.current_finite] = output.logits[:n_current].float().cpu().numpy().astype(np.float16)
-        path = logits_path(out_dir, sample.sequence, sample.frame)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, out)
-        if feature_points > 0:
-            rows = feature_rows(sample.current_finite, feature_points, sample.sequence, sample.frame)
-            # Current-scan outputs come in the order of the scan's finite rows.
-            current = np.cumsum(sample.current_finite)[rows] - 1
-            features = output.features[torch.from_numpy(current).to(device)].float().cpu().numpy()
-            np.savez(
-                features_path(out_dir, sample.sequence, sample.frame),
-                rows=rows.astype(np.int64),
-                features=features.astype(np.float16),
-            )
+        _write_scan(
+            out_dir,
+            sample.sequence,
+            sample.frame,
+            sample.current_finite,
+            output.logits[:n_current],
+            output.features[:n_current],
+            feature_points,
+        )
         frames[sample.sequence].append(sample.frame)
         if progress is not None:
             progress(1)
-    index = {
-        "kind": INDEX_KIND,
+    trainer = extra.get("trainer")
+    return {
         "classes": list(model.config.classes),
-        "dtype": "float16",
-        "checkpoint": str(Path(checkpoint).resolve()),
+        "teacher_kind": TEACHER_KIND,
         "teacher": model.config.model_dump(mode="json"),
-        "teacher_epoch": extra.get("trainer", {}).get("epoch")
-        if isinstance(extra.get("trainer"), dict)
-        else None,
-        "data_root": str(Path(data.root).resolve()),
+        "teacher_epoch": trainer.get("epoch") if isinstance(trainer, dict) else None,
         "num_scans": data.num_scans,
         "max_points": data.max_points,
-        "feature_points": feature_points,
         "feature_dim": model.config.feature_dim,
         "frames": frames,
     }
+
+
+def dump_teacher_logits(
+    config: TrainConfig,
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    device: str = "cpu",
+    progress: Callable[[int], None] | None = None,
+    feature_points: int = DEFAULT_FEATURE_POINTS,
+) -> Path:
+    """Run the teacher (eval, no augmentation) on every training scan of ``config``; returns index.json.
+
+    ``checkpoint`` is a teacher, or a student (e.g. a non-causal one) acting as the teacher.
+    """
+    out_dir = Path(out_dir)
+    dump = (
+        _dump_teacher
+        if checkpoint_kind(checkpoint, (TEACHER_KIND, STUDENT_KIND)) == TEACHER_KIND
+        else _dump_student
+    )
+    entries = dump(config, checkpoint, out_dir, device, progress, feature_points)
+    index = {
+        "kind": INDEX_KIND,
+        "dtype": "float16",
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "data_root": str(Path(config.data.root).resolve()),
+        "feature_points": feature_points,
+        **entries,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
     index_path = out_dir / "index.json"
     index_path.write_text(json.dumps(index, indent=2) + "\n")
     return index_path

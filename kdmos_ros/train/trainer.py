@@ -155,8 +155,13 @@ class StudentAdapter:
             data.min_moving_points,
             self.config.run.seed,
             self.targets,
+            self.model_config.future,
         )
-        val = MosDataset(data.root, data.val_sequences, self.contract) if data.val_sequences else None
+        val = (
+            MosDataset(data.root, data.val_sequences, self.contract, future=self.model_config.future)
+            if data.val_sequences
+            else None
+        )
         return train, val
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:

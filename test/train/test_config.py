@@ -25,6 +25,8 @@ RECIPES = Path(__file__).resolve().parents[2] / "config" / "train"
         ("sim/teacher_warm", "teacher", "small"),
         ("sim/student_lite_kd", "student", "lite"),
         ("sim/student_lite_kd_rkd", "student", "lite"),
+        ("sim/student_lite_future", "student", "lite"),
+        ("sim/student_lite_kd_future", "student", "lite"),
     ],
 )
 def test_shipped_recipes_validate(name: str, kind: str, preset: str) -> None:

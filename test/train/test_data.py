@@ -102,3 +102,36 @@ def test_inverse_frequency_weights_by_hand() -> None:
     weights = inverse_frequency_weights(np.array([500, 900, 90, 10]), epsilon=0.001)
     assert weights[0] == 0.0
     assert weights[1:] == pytest.approx([1 / 0.901, 1 / 0.091, 1 / 0.011], rel=1e-6)
+
+
+def test_future_samples_add_the_motion_bev_of_the_next_scans(root: Path) -> None:
+    causal = MosDataset(root, ["00"], CONTRACT)
+    both = MosDataset(root, ["00"], CONTRACT, future=True)
+    channels = CONTRACT.motion.channels
+    for item in (4, len(both) - 1):
+        plain, sample = causal[item], both[item]
+        np.testing.assert_array_equal(sample.point_features, plain.point_features)
+        np.testing.assert_array_equal(sample.valid, plain.valid)
+        assert sample.motion_bev.shape == (2 * channels, *plain.motion_bev.shape[1:])
+        np.testing.assert_array_equal(sample.motion_bev[:channels], plain.motion_bev)
+        np.testing.assert_array_equal(
+            sample.motion_bev[channels:],
+            data.future_motion_bev(both.window(item), CONTRACT.grid, CONTRACT.motion),
+        )
+        future = sample.motion_bev[channels:]
+        if item == len(both) - 1:
+            assert not future.any()  # nothing comes after the last scan
+            continue
+        # The moving box will leave the cells it occupies now: their future channels light up.
+        moving = sample.point_cells[sample.labels == KDMOS_MOVING]
+        lit = np.abs(future[:, moving[:, 0], moving[:, 1]]).sum(axis=0) > 0
+        assert lit.mean() > 0.5
+
+
+def test_samples_say_which_scan_rows_they_hold(root: Path) -> None:
+    sample = MosDataset(root, ["00"], CONTRACT)[6]
+    sequence = open_sequence(root, "00")
+    scans = [sequence.read_scan(f) for f in sequence.frames]
+    reference = features_at(CONTRACT.grid, CONTRACT.motion, scans, sequence.poses, sequence.times, 6)
+    np.testing.assert_array_equal(sample.valid, reference.valid)
+    assert int(sample.valid.sum()) == len(sample.labels)

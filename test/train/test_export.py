@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from kdmos_ros.cli import main
+from kdmos_ros.errors import KdmosError
 from kdmos_ros.pipeline.contract import ModelContract
 from kdmos_ros.pipeline.runner import ModelRunner
 from kdmos_ros.train.export import example_inputs, export_onnx
@@ -137,6 +138,13 @@ def test_the_runtime_model_runner_runs_an_export(lite: tuple[StudentNet, Path]) 
 def test_export_refuses_a_model_of_another_config(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="different StudentConfig"):
         export_onnx(build_student("lite"), PRESETS["full"], tmp_path / "x.onnx")
+
+
+def test_export_refuses_a_non_causal_student(tmp_path: Path) -> None:
+    config = PRESETS["lite"].model_copy(update={"future": True})
+    with pytest.raises(KdmosError, match="non-causal"):
+        export_onnx(build_student(config), config, tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def read_contract(path: Path) -> ModelContract:

@@ -11,14 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support import TINY_TEACHER, recipe, write_recipe
+from support import TINY_STUDENT, TINY_TEACHER, recipe, write_recipe
 
 from kdmos_ros.cli import main
 from kdmos_ros.errors import KdmosError
-from kdmos_ros.io.semantickitti import open_sequence
+from kdmos_ros.io.semantickitti import KDMOS_IGNORE, KDMOS_MOVING, open_sequence
 from kdmos_ros.sim.sensors import load_sensor
 from kdmos_ros.sim.simulate import Simulation, write_sequence
 from kdmos_ros.train.config import OptimConfig, parse_config
+from kdmos_ros.train.data import Collate, MosDataset
+from kdmos_ros.train.evaluation import evaluate_checkpoint, evaluate_student_in_torch
+from kdmos_ros.train.export import trained_student
+from kdmos_ros.train.models.student import PRESETS, StudentNet, save_student
 from kdmos_ros.train.teacher_logits import load_teacher_logits
 from kdmos_ros.train.trainer import ResumeError, Trainer, lr_factor
 
@@ -191,6 +195,75 @@ def test_eval_on_a_student_checkpoint_equals_eval_on_its_export(
         reports.append(json.loads(capsys.readouterr().out))
     assert reports[0]["confusion_matrix"] == reports[1]["confusion_matrix"]
     assert reports[1]["model"] == str(checkpoint)
+
+
+def test_a_student_scored_in_torch_scores_as_its_onnx_export(root: Path, tmp_path: Path) -> None:
+    # How non-causal students are scored (they cannot be exported), checked on a causal one.
+    config = PRESETS["lite"].model_validate({**PRESETS["lite"].model_dump(), **TINY_STUDENT})
+    torch.manual_seed(4)
+    model = StudentNet(config).eval()
+    # Raise the moving logit until about half the points are called moving, so both kinds count.
+    sample = MosDataset(root, ["00"], config.to_contract())[5]
+    batch = Collate(config.to_contract())([sample])
+    with torch.no_grad():
+        logits = model(batch.point_features, batch.point_cells, batch.motion_bev).point_logits
+        # P(moving) ≥ 0.5 over the non-ignore classes: its logit reaches the logsumexp of the others.
+        others = [c for c in range(config.num_classes) if c not in (KDMOS_IGNORE, KDMOS_MOVING)]
+        gap = (logits[:, others].logsumexp(dim=1) - logits[:, KDMOS_MOVING]).median()
+        model.head.bias.view(config.grid.n_z, config.num_classes)[:, KDMOS_MOVING] += gap
+    checkpoint = save_student(tmp_path / "student.pt", model, config, training={"epoch": 0})
+    onnx = evaluate_checkpoint(checkpoint, root, ["00"]).to_dict()
+    in_torch = evaluate_student_in_torch(model, root, ["00"], "torch").to_dict()
+    matrix = np.array(onnx["confusion_matrix"])
+    assert 0.1 < matrix[:, 1].sum() / matrix.sum() < 0.9  # called moving (node label 1)
+    assert in_torch["total"]["points"] == onnx["total"]["points"]
+    difference = np.abs(np.array(in_torch["confusion_matrix"]) - matrix).max()
+    assert difference <= 1e-4 * matrix.sum()  # float rounding at the 0.5 threshold only
+
+
+def test_non_causal_student_trains_and_is_scored_in_torch_but_never_exported(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    payload = recipe(root, tmp_path / "run", "student", epochs=1)
+    # A grid out to every simulated point, so that eval scores exactly the points validation scored.
+    grid = {**TINY_STUDENT["grid"], "rho_min": 0.0, "rho_max": 150.0}
+    payload["model"]["overrides"] = {"grid": grid, "future": True}
+    trainer = Trainer(parse_config(payload), progress=False, log=lambda _: None)
+    sample = trainer.train_set[3]
+    assert sample.motion_bev.shape[0] == 2 * trainer.adapter.contract.motion.channels
+    trainer.fit()
+    validation = trainer.validate()
+    assert validation is not None
+    checkpoint = tmp_path / "run" / "last.pt"
+    assert main(["eval", str(root), "--model", str(checkpoint), "-s", "00", "--json"]) == 0
+    total = json.loads(capsys.readouterr().out)["total"]
+    assert total["points"] == validation.points
+    for name in ("moving_iou", "static_iou", "precision", "recall"):
+        assert total[name] == pytest.approx(getattr(validation, name), nan_ok=True)
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x.onnx")]) == 1
+    error = capsys.readouterr().err
+    assert "non-causal" in error and "Traceback" not in error
+    assert not (tmp_path / "x.onnx").exists()
+
+    # As a teacher: dump-logits stores its logits on its points (NaN off its grid) and a causal
+    # student distils from them, logits and relation features alike.
+    config = write_recipe(tmp_path / "noncausal.yaml", payload)
+    logits_dir = tmp_path / "logits"
+    assert main(["train", "dump-logits", str(config), "-c", str(checkpoint), "-o", str(logits_dir)]) == 0
+    model, _, _ = trained_student(checkpoint)
+    sample = MosDataset(root, ["00"], trainer.adapter.contract, future=True)[4]
+    with torch.no_grad():
+        batch = trainer.adapter.collate([sample])
+        expected = model(batch.point_features, batch.point_cells, batch.motion_bev).point_logits
+    stored = load_teacher_logits(logits_dir, "00", sample.frame)
+    np.testing.assert_allclose(stored[sample.valid].astype(np.float32), expected.numpy(), atol=2e-2)
+    assert np.isnan(stored[~sample.valid].astype(np.float32)).all()
+    student = recipe(root, tmp_path / "kd", "student", epochs=1)
+    student["distill"] = {"teacher_logits": str(logits_dir), "relation_weight": 0.001}
+    assert main(["train", "student", str(write_recipe(tmp_path / "kd.yaml", student))]) == 0
+    assert torch.load(tmp_path / "kd" / "last.pt", weights_only=True)["training"]["distilled_from"] == str(
+        logits_dir
+    )
 
 
 #: Teacher overrides beyond TINY_TEACHER: the motion context alone, and the BEV branch with the

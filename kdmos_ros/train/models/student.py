@@ -73,6 +73,12 @@ class StudentConfig(BaseModel):
         0.5, ge=0.0, lt=1.0, description="Drop probability of the decoder's DropBlock and the head's dropout."
     )
     dropblock_size: int = Field(7, gt=0, description="DropBlock square size (cells).")
+    future: bool = Field(
+        False,
+        description="Non-causal: the motion BEV also holds the channels against the next scans "
+        "(train/data.py future_motion_bev). For the ablation only: the node never has the next scans, so "
+        "such a model cannot be exported.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> StudentConfig:
@@ -105,7 +111,7 @@ class StudentConfig(BaseModel):
 
     @property
     def motion_channels(self) -> int:
-        return self.motion.channels
+        return self.motion.channels * (2 if self.future else 1)
 
     @property
     def level_sizes(self) -> list[tuple[int, int]]:

@@ -850,7 +850,8 @@ def init_bev_branch(model: TeacherNet, student: StudentNet) -> None:
     them (:attr:`MotionContext.channels`), so every student weight is copied into the leading slice of
     its tensor; the future channels' convolution weights start at zero, so the warm-started teacher
     predicts exactly what the student does until training gives the privileged channels a say (as the
-    zero-initialised point head does for the point branch).
+    zero-initialised point head does for the point branch). A non-causal student (``future: true``)
+    already has the future channels: every tensor is copied whole.
     """
     if model.bev is None:
         raise KdmosError("this teacher has no BEV branch (bev_branch) to initialise from a student")
@@ -862,6 +863,10 @@ def init_bev_branch(model: TeacherNet, student: StudentNet) -> None:
     context = model.config.motion_context
     if context is not None and student.config.motion != context.motion:
         raise KdmosError("the student's motion features differ from the teacher's motion_context.motion")
+    if student.config.future and (context is None or not context.future):
+        raise KdmosError(
+            "the student is non-causal (future: true) but the teacher's motion_context has no future channels"
+        )
     target = model.bev.state_dict()
     source = student.state_dict()
     if set(source) != set(target):

@@ -594,3 +594,31 @@ def test_bev_branch_refuses_a_student_it_cannot_hold() -> None:
         init_bev_branch(teacher, StudentNet(lite.model_copy(update={"motion_widths": (16, 32, 64, 64)})))
     with pytest.raises(KdmosError, match="motion features"):
         init_bev_branch(teacher, StudentNet(lite.model_copy(update={"motion": MotionConfig(voxel_size=0.3)})))
+
+
+def test_bev_branch_takes_a_non_causal_student_whole() -> None:
+    from kdmos_ros.train.models.student import PRESETS as PRESETS_STUDENT
+    from kdmos_ros.train.models.student import StudentNet
+    from kdmos_ros.train.models.teacher import init_bev_branch
+
+    config = _bev_config()
+    noncausal = PRESETS_STUDENT["lite"].model_copy(update={"future": True})
+    student = _trained_looking(StudentNet(noncausal), seed=20)
+    points, batch, bev = _bev_batch(config, seed=20)
+    teacher = tiny_model(seed=20, config=config)
+    init_bev_branch(teacher, student)
+    teacher.eval()
+    with torch.no_grad():
+        # The future channels are the student's own: it predicts from all of them, and so does the teacher.
+        expected = student.point_logits(bev.point_features, bev.point_cells, bev.motion_bev)
+        torch.testing.assert_close(teacher(points, batch, bev=bev).logits[bev.rows], expected)
+    assert teacher.bev is not None
+    for name, tensor in student.state_dict().items():
+        assert torch.equal(teacher.bev.state_dict()[name], tensor), name
+    from kdmos_ros.pipeline.grid import GRIDS
+    from kdmos_ros.train.models.teacher import MotionContext
+
+    causal = _bev_config(motion_context=MotionContext(grid=GRIDS["lite"]).model_dump())
+    causal_teacher = tiny_model(seed=20, config=causal)
+    with pytest.raises(KdmosError, match="non-causal"):
+        init_bev_branch(causal_teacher, student)
