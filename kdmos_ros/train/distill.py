@@ -139,14 +139,24 @@ def distillation_loss(
     class_weights: Tensor,
 ) -> Tensor:
     """The distillation terms for one batch (module docstring); ``teacher_logits`` [N, C] per point,
-    ``teacher_features`` [B, R, D] at ``batch.relation_index`` (needed when relation KD is on)."""
+    ``teacher_features`` [B, R, D] at ``batch.relation_index`` (needed when relation KD is on).
+
+    Points without teacher logits (NaN rows: a student teacher's out-of-grid points, which the
+    augmentation can move into the grid) count as unlabelled in the logit terms.
+    """
     teacher_logits = teacher_logits.to(output.point_logits.dtype)
+    known = torch.isfinite(teacher_logits).all(dim=1)
+    labels = batch.labels
+    if not bool(known.all()):
+        # 0 · NaN is NaN: the rows must be finite even where their weight is zero.
+        teacher_logits = torch.where(known[:, None], teacher_logits, torch.zeros_like(teacher_logits))
+        labels = torch.where(known, labels, torch.full_like(labels, KDMOS_IGNORE))
     total = output.point_logits.sum() * 0.0
     if config.kd_weight > 0:
         total = total + kdmos_loss(
             output.point_logits,
             teacher_logits,
-            batch.labels,
+            labels,
             KDMOS_MOVING,
             class_weights,
             config.temperature,
@@ -155,7 +165,7 @@ def distillation_loss(
             KDMOS_IGNORE,
         )
     if config.logit_weight > 0:
-        labelled = batch.labels != KDMOS_IGNORE
+        labelled = labels != KDMOS_IGNORE
         if labelled.any():
             total = total + config.logit_weight * logit_kd_loss(
                 output.point_logits[labelled], teacher_logits[labelled], config.temperature

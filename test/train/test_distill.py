@@ -128,6 +128,21 @@ def test_distillation_loss_is_the_weighted_sum_of_its_terms() -> None:
     off = DistillConfig(teacher_logits=Path("x"), kd_weight=0.0)
     assert float(distill.distillation_loss(off, output, batch, teacher_logits, None, weights)) == 0.0
 
+    # Points without teacher logits (NaN rows) drop out of the logit terms, as if unlabelled.
+    missing = torch.zeros(n, dtype=torch.bool)
+    missing[[1, 7, 12, 33]] = True  # 1: a moving point
+    holes = torch.where(missing[:, None], torch.full_like(teacher_logits, float("nan")), teacher_logits)
+    total = distill.distillation_loss(config, output, batch, holes, teacher_features, weights)
+    kept = labels.masked_fill(missing, KDMOS_IGNORE)
+    labelled = kept != KDMOS_IGNORE
+    expected = (
+        kdmos_loss(output.point_logits, teacher_logits, kept, KDMOS_MOVING, weights, 4.0, 0.3, 3.0)
+        + 0.5 * logit_kd_loss(output.point_logits[labelled], teacher_logits[labelled], 4.0)
+        + 0.001 * relation_kd_loss(output.point_embeddings[relation_index], teacher_features, 1.0)
+    )
+    assert torch.isfinite(total)
+    assert float(total) == pytest.approx(float(expected), rel=1e-6)
+
 
 def test_distilled_training_resumes_exactly_and_exports(
     root: Path, teacher: tuple[Path, Path], tmp_path: Path
