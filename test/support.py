@@ -64,7 +64,7 @@ def alignment_medians(
     (with the sequence's poses, without poses).
 
     Good poses bring static structure of two scans onto each other: for real KITTI frames 0 and 9
-    (7.7 m apart) about 0.25 m with poses against 0.56 m without.
+    (6.8 m apart) 0.065 m with the shipped poses against 0.56 m without.
     """
     poses = sequence.poses
     target = sequence.read_scan(target_frame).astype(np.float64)

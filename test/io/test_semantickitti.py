@@ -82,7 +82,7 @@ def test_real_kitti_sequence_loads(kitti00_root: Path) -> None:
     poses = seq.poses
     assert poses.shape == (10, 4, 4) and poses.dtype == np.float64
     np.testing.assert_allclose(poses[0], np.eye(4), atol=1e-6)
-    # The car drives forward (LiDAR +x) about 0.86 m per frame in sequence 00.
+    # The car drives forward (LiDAR +x), 0.70 to 0.82 m per frame (the shipped KISS-ICP poses).
     forward = poses[:, 0, 3]
     assert np.all(np.diff(forward) > 0.5)
     assert 6.0 < forward[9] < 9.0
@@ -105,7 +105,7 @@ def test_real_kitti_sequence_loads(kitti00_root: Path) -> None:
 def test_poses_align_real_scans(kitti00_root: Path) -> None:
     with_poses, without_poses = alignment_medians(open_sequence(kitti00_root, 0), 0, 9)
     print(f"\nframe 9 -> 0 median NN distance: with poses {with_poses:.3f} m, without {without_poses:.3f} m")
-    assert with_poses < 0.35
+    assert with_poses < 0.1  # the shipped poses register these very scans (0.065 m)
     assert without_poses > 0.45
     assert with_poses < 0.6 * without_poses
 

@@ -40,20 +40,18 @@ def test_bad_input_is_refused() -> None:
 
 
 def test_kitti_scans_without_poses(kitti00_root: Path) -> None:
-    """Ten real HDL-64 scans (7.7 m of ground-truth travel), registered with no pose given.
+    """Ten real HDL-64 scans (6.77 m of travel), registered with no pose given.
 
-    The scans and the shipped ground-truth poses disagree with each other: aligned with the ground
-    truth, frame 9's structure sits a median 0.26 m from frame 0's; ICP started AT the ground truth
-    converges to 6.73 m of travel instead of 7.73 m. So the test holds the odometry to what the scans
-    themselves say (tight alignment, distance, heading); its gap to the ground truth after 9 frames
-    is 1.00 m (kiss-icp 1.3.0), bounded here only against regressions.
+    The shipped poses are themselves a KISS-ICP registration of these scans (default settings,
+    100 m range; the data's README), so the wrapper must reproduce them to within centimetres and
+    align frame 9's structure tightly onto frame 0's, as they do.
     """
     pytest.importorskip("kiss_icp")
     sequence = open_sequence(kitti00_root, "00")
     odometry = LidarOdometry()
     poses = [odometry.register(sequence.read_scan(f), sequence.time(f)) for f in sequence.frames]
     final = poses[-1]
-    truth = sequence.poses[-1]
+    reference = sequence.poses[-1]
 
     # Alignment of non-ground structure of frame 9 onto frame 0, with each set of poses.
     first = sequence.read_scan(sequence.frames[0]).astype(np.float64)
@@ -62,12 +60,16 @@ def test_kitti_scans_without_poses(kitti00_root: Path) -> None:
     queries = last[keep, :3][np.random.default_rng(0).choice(int(keep.sum()), 20_000, replace=False)]
     targets = first[np.linalg.norm(first[:, :2], axis=1) < 60.0, :3]
     with_odometry = float(np.median(nearest_distances(transform(queries, final), targets)))
-    with_truth = float(np.median(nearest_distances(transform(queries, truth), targets)))
-    assert with_odometry < 0.1 < with_truth
+    with_reference = float(np.median(nearest_distances(transform(queries, reference), targets)))
+    assert with_odometry < 0.1
+    assert with_reference < 0.1
+    # Without any pose, frame 9 is 6.8 m off: the alignment test above can fail.
+    assert float(np.median(nearest_distances(queries, targets))) > 0.3
 
     travelled = float(np.linalg.norm(final[:3, 3]))
-    assert 6.5 < travelled < 7.9
-    heading = np.degrees(np.arccos(np.clip((np.trace(truth[:3, :3].T @ final[:3, :3]) - 1) / 2, -1, 1)))
-    assert heading < 2.0
-    error = float(np.linalg.norm(final[:3, 3] - truth[:3, 3]))
-    assert error < 1.2, f"final position error against the ground truth: {error:.3f} m (1.00 m measured)"
+    assert 6.6 < travelled < 6.95
+    for pose, shipped in zip(poses, sequence.poses, strict=True):
+        error = float(np.linalg.norm(pose[:3, 3] - shipped[:3, 3]))
+        assert error < 0.02, f"position differs from the shipped registration by {error:.3f} m"
+        cos = (np.trace(shipped[:3, :3].T @ pose[:3, :3]) - 1) / 2
+        assert np.degrees(np.arccos(np.clip(cos, -1, 1))) < 0.1

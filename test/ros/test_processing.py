@@ -453,4 +453,4 @@ def test_lidar_pose_source_on_real_kitti_scans(oracle_model: Path, kitti00_root:
     assert all(o.status == LABELLED and o.has_pose and o.problems == [] for o in outcomes)
     assert outcomes[-1].result.window_full
     travelled = float(np.linalg.norm(processor.segmenter.window.newest.pose[:3, 3]))
-    assert 6.5 < travelled < 7.9  # ~7.7 m of ground-truth travel over the ten frames
+    assert 6.6 < travelled < 6.95  # the shipped registration of these scans: 6.77 m
