@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from kdmos_ros import __version__
-from kdmos_ros.errors import KdmosError
+from kdmos_ros.errors import KdmosError, describe_validation_error
 
 app = typer.Typer(
     name="kdmos",
@@ -64,8 +64,20 @@ def _package_version(name: str) -> str | None:
 
 
 @app.command()
-def info() -> None:
-    """Show what this installation can use: versions, ONNX Runtime providers, torch, ROS 2, files."""
+def info(
+    model: Annotated[
+        Path | None,
+        typer.Argument(help="An ONNX model: show its contract and what it was trained on instead."),
+    ] = None,
+) -> None:
+    """Show what this installation can use: versions, ONNX Runtime providers, torch, ROS 2, files.
+
+    With MODEL, show that model's contract: preset, feature version and inputs, grid, motion
+    offsets, and the training record (data, sensors and mountings, epochs) its export embedded.
+    """
+    if model is not None:
+        _model_info(model)
+        return
     import onnxruntime
 
     from kdmos_ros.paths import share_dir
@@ -90,6 +102,56 @@ def info() -> None:
     if share is not None:
         models = sorted(p.name for p in (share / "models").glob("*.onnx"))
         table.add_row("models", ", ".join(models) if models else "none yet")
+    console.print(table)
+
+
+def _model_info(path: Path) -> None:
+    import json
+
+    from kdmos_ros.pipeline.contract import ModelContract
+    from kdmos_ros.pipeline.runner import ModelRunner
+
+    runner = ModelRunner(path, provider="cpu", log=lambda _: None)  # refuses what the node would refuse
+    contract: ModelContract = runner.contract
+    grid, motion, options = contract.grid, contract.motion, contract.input_options
+    table = Table(title=f"kdmos model {path.name}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("preset", contract.preset)
+    table.add_row("feature version", str(contract.feature_version))
+    frame = (
+        "canonical (gravity-aligned, ground 1.73 m below the sensor)"
+        if options.frame == "canonical"
+        else "sensor"
+    )
+    table.add_row("features", f"frame {frame}; intensity {options.intensity}")
+    table.add_row(
+        "grid",
+        f"{grid.n_rho} x {grid.n_phi} x {grid.n_z}: range {grid.rho_min:g}-{grid.rho_max:g} m, "
+        f"height {grid.z_min:g} to {grid.z_max:g} m",
+    )
+    table.add_row("motion offsets", f"{', '.join(map(str, motion.offsets))} x {motion.period:g} s")
+    training = dict(contract.training)
+    trained = training.pop("trained", None)
+    table.add_row(
+        "trained", "no: random weights (kdmos export without --checkpoint)" if trained is False else "yes"
+    )
+    data = training.pop("data", None)
+    if isinstance(data, dict):
+        sensors = data.get("sensors", {})
+        table.add_row(
+            "training data",
+            f"{data.get('root', '?')}: {len(data.get('train_sequences', []))} sequences; "
+            + ", ".join(f"{name} ({count})" for name, count in sensors.items()),
+        )
+        if "mounting_height_m" in data:
+            low, high = data["mounting_height_m"]
+            table.add_row(
+                "mountings",
+                f"{low:.2f}-{high:.2f} m high, tilted up to {data.get('max_tilt_deg', 0):.1f} deg",
+            )
+    for key, value in training.items():
+        table.add_row(key, value if isinstance(value, str) else json.dumps(value))
     console.print(table)
 
 
@@ -259,11 +321,29 @@ def simulate(
     out_dir: Annotated[Path, typer.Argument(help="Dataset root: the scans go to OUT_DIR/sequences/NN/.")],
     sensor: Annotated[
         str,
-        typer.Option("--sensor", help="Sensor preset (hdl64, vlp32, vlp16, os1-128) or a preset YAML file."),
+        typer.Option(
+            "--sensor",
+            help="Sensor preset (hdl64, hdl32, vlp32, vlp16, os1-128, pandar-xt32), a preset YAML file, "
+            "or random (a sensor and mounting drawn from the seed; random:N from N).",
+        ),
     ] = "hdl64",
     scans: Annotated[
         int, typer.Option("--scans", "-n", min=1, help="Number of scans (at the sensor's rate).")
     ] = 100,
+    traffic: Annotated[
+        float,
+        typer.Option(
+            "--traffic", min=0.0, help="Scale the number of cars, cyclists and pedestrians (1: as drawn)."
+        ),
+    ] = 1.0,
+    mounting_height: Annotated[
+        float | None,
+        typer.Option("--mounting-height", min=0.05, help="Mount the sensor this high (m) instead."),
+    ] = None,
+    roll: Annotated[float | None, typer.Option("--roll", help="Mounting roll (deg, REP-103).")] = None,
+    pitch: Annotated[
+        float | None, typer.Option("--pitch", help="Mounting pitch (deg, REP-103: positive looks down).")
+    ] = None,
     seed: Annotated[
         int, typer.Option("--seed", min=0, help="Random seed; a seed always gives the same files.")
     ] = 0,
@@ -274,31 +354,31 @@ def simulate(
 
     Ray-casts the sensor preset into streets with buildings, trees, parked cars and traffic (cars,
     cyclists, pedestrians); writes scans, per-point labels (moving-* ids for objects faster than
-    0.3 m/s), poses, calib.txt and times.txt.
+    0.3 m/s), poses, calib.txt, times.txt and sensor.yaml (the sensor and its mounting).
     """
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from kdmos_ros.io.semantickitti import MOS_MOVING, mos_labels, sequence_path
-    from kdmos_ros.sim.sensors import load_sensor
+    from kdmos_ros.sim.sensors import load_sensor, with_mounting
     from kdmos_ros.sim.simulate import ScanData, Simulation, write_sequence
 
     if not sequence.isdigit():
         raise KdmosError(f"--sequence must be a number like 00 or 8, got {sequence!r}")
-    preset = load_sensor(sensor)
+    preset = with_mounting(load_sensor(sensor, seed), mounting_height, roll, pitch)
     target = sequence_path(out_dir, sequence)
-    written = ("velodyne", "labels", "poses.txt", "calib.txt", "times.txt")
+    written = ("velodyne", "labels", "poses.txt", "calib.txt", "times.txt", "sensor.yaml")
     if any((target / name).exists() for name in written):
         if not force:
             raise KdmosError(f"{target} already holds a sequence; pass --force to overwrite it")
         # Only what the simulator writes: a longer earlier run must not leave stale scans behind.
-        for pattern in ("velodyne/*.bin", "labels/*.label", "poses.txt", "calib.txt", "times.txt"):
+        for pattern in ("velodyne/*.bin", "labels/*.label", *written[2:]):
             for path in sorted(target.glob(pattern)):
                 path.unlink()
 
     started = time.perf_counter()
-    simulation = Simulation(preset, seed, scans)
+    simulation = Simulation(preset, seed, scans, traffic)
     points, moving = 0, 0
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -389,22 +469,34 @@ def evaluate_command(
         typer.Option("--plot", help="Folder for the figures only: confusion.png and scan_iou.png."),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON only.")] = False,
+    mounting: Annotated[
+        str,
+        typer.Option(
+            "--mounting",
+            help="auto: estimate each sequence's mounting from its scans, as the node does by default; "
+            "known: take it from the sequence's sensor.yaml.",
+        ),
+    ] = "auto",
 ) -> None:
     """Moving-object IoU with the SemanticKITTI-MOS protocol, scan by scan through the node's pipeline.
 
     Labels 0/1 are ignored, 251-259 are moving, the rest static; moving IoU = TP / (TP + FP + FN)
     from one confusion matrix over all scans of the split. A student checkpoint is exported to ONNX
     first and scored through the same pipeline; a teacher checkpoint runs in torch on its K-scan input.
+    When the sequences come from more than one sensor or mounting (their sensor.yaml), one row per
+    sensor follows, and the mean of the sensors' moving IoU.
     """
     import json
 
     from rich.progress import Progress
 
-    from kdmos_ros.evaluate import evaluate
+    from kdmos_ros.evaluate import MOUNTING_SOURCES, evaluate
     from kdmos_ros.io.semantickitti import open_sequence
     from kdmos_ros.pipeline.segmenter import MotionSegmenter
 
     names = _sequence_names(sequences)
+    if mounting not in MOUNTING_SOURCES:
+        raise KdmosError(f"--mounting must be auto or known, got {mounting!r}")
     if out is not None or plot is not None:
         from kdmos_ros.plots import require_matplotlib
 
@@ -424,28 +516,43 @@ def evaluate_command(
             progress.advance(task, n)
 
         if checkpoint:
-            report = evaluate_checkpoint(model, data_root, names, provider, device, None, advance, quiet)
+            report = evaluate_checkpoint(
+                model, data_root, names, provider, device, None, advance, quiet, mounting
+            )
         else:
-            report = evaluate(segmenter, data_root, names, progress=advance)
+            report = evaluate(segmenter, data_root, names, advance, mounting)
     summary = report.to_dict()
     if json_output:
         print(json.dumps(summary, indent=2))
     else:
         table = Table(title=f"SemanticKITTI-MOS scores of {model.name}")
-        for column in ("sequence", "moving IoU", "static IoU", "precision", "recall", "points"):
+        for column in ("sequence", "sensor", "moving IoU", "static IoU", "precision", "recall", "points"):
             table.add_column(column, justify="right")
-        rows = [(r.name, r.scores) for r in report.sequences] + [("all", report.scores)]
-        for name, s in rows:
+
+        def add(name: str, sensor: str, s, bold: bool = False) -> None:
+            cells = (s.moving_iou, s.static_iou, s.precision, s.recall)
             table.add_row(
                 name,
-                f"{100 * s.moving_iou:.2f}",
-                f"{100 * s.static_iou:.2f}",
-                f"{100 * s.precision:.2f}",
-                f"{100 * s.recall:.2f}",
+                sensor,
+                *(f"{100 * v:.2f}" for v in cells),
                 f"{s.points:,}",
-                style="bold" if name == "all" else None,
+                style="bold" if bold else None,
             )
+
+        for r in report.sequences:
+            add(r.name, r.sensor, r.scores)
+        sensors = report.by_sensor()
+        if len(sensors) > 1:
+            table.add_section()
+            for sensor, scores in sensors.items():
+                add("", sensor, scores)
+        table.add_section()
+        add("all", "", report.scores, bold=True)
         console.print(table)
+        if len(sensors) > 1:
+            console.print(
+                f"mean moving IoU over the {len(sensors)} sensors: {100 * report.sensor_mean_moving_iou:.2f}"
+            )
     # --out is report.json plus the --plot figures, under the same names.
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -526,27 +633,58 @@ def label_bag_command(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the summary to this file.")
     ] = None,
+    mounting_height: Annotated[
+        float | None,
+        typer.Option(
+            "--mounting-height", min=0.05, help="Sensor height above the ground (m): a fixed mounting."
+        ),
+    ] = None,
+    roll: Annotated[float, typer.Option("--roll", help="Fixed mounting: roll (deg, REP-103).")] = 0.0,
+    pitch: Annotated[
+        float, typer.Option("--pitch", help="Fixed mounting: pitch (deg, REP-103: positive looks down).")
+    ] = 0.0,
+    base_frame: Annotated[
+        str | None,
+        typer.Option("--base-frame", help="Read the mounting from the bag's TF: a level vehicle frame."),
+    ] = None,
+    base_height: Annotated[
+        float, typer.Option("--base-height", help="Height of --base-frame's origin above the ground (m).")
+    ] = 0.0,
 ) -> None:
     """Label every cloud of a recorded bag into a new ROS 2 bag (no ROS needed).
 
     Writes TOPIC/labeled: each input cloud, same header and point order, plus label (0 static,
     1 moving, 255 unknown) and moving_prob. Scans without a pose are written with label 255 and
-    counted as skipped, with the reason.
+    counted as skipped, with the reason. The sensor's height and tilt are estimated from the scans
+    unless --mounting-height (with --roll, --pitch) or --base-frame gives them.
     """
     import json
 
+    from pydantic import ValidationError
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from kdmos_ros.label_bag import label_bag
+    from kdmos_ros.pipeline.canonical import Mounting
     from kdmos_ros.pipeline.segmenter import MotionSegmenter
 
     model_path = model or _default_model()
     if not model_path.is_file():
         raise KdmosError(f"model file not found: {model_path}")
+    if mounting_height is not None and base_frame:
+        raise KdmosError(
+            "give either --mounting-height (a fixed mounting) or --base-frame (from TF), not both"
+        )
+    if mounting_height is None and (roll or pitch):
+        raise KdmosError("--roll and --pitch need --mounting-height: a fixed mounting has all three")
+    mounting = None
+    if mounting_height is not None:
+        try:
+            mounting = Mounting(height_m=mounting_height, roll_deg=roll, pitch_deg=pitch)
+        except ValidationError as error:
+            raise KdmosError(f"invalid mounting: {describe_validation_error(error)}") from None
 
-    def segmenter(scan_period: float) -> MotionSegmenter:
-        log = console.print
-        return MotionSegmenter.from_path(model_path, provider=provider, log=log, scan_period=scan_period)
+    def segmenter() -> MotionSegmenter:
+        return MotionSegmenter.from_path(model_path, provider=provider, log=console.print)
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=error_console, transient=True) as progress:
@@ -563,6 +701,9 @@ def label_bag_command(
             force=force,
             storage=storage,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
+            mounting=mounting,
+            base_frame=base_frame,
+            base_height=base_height,
         )
     figures = summary.to_dict()
     table = Table(title=f"kdmos label-bag: {summary.labeled_topic} ({pose_source} poses)", show_header=False)
@@ -572,6 +713,7 @@ def label_bag_command(
     table.add_row("scans", counts)
     moving = f"{100 * summary.moving_fraction:.2f} % of {summary.valid_points:,} labelled points"
     table.add_row("moving", moving)
+    table.add_row("mounting", summary.mounting)
     if summary.latencies:
         table.add_row(
             "latency",
@@ -606,7 +748,11 @@ def demo(
     scans: Annotated[int, typer.Option("--scans", "-n", min=12, help="Length of the simulated drive.")] = 80,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Town and traffic of the drive.")] = 3000,
     sensor: Annotated[
-        str, typer.Option("--sensor", help="Sensor preset (hdl64, vlp32, vlp16, os1-128).")
+        str,
+        typer.Option(
+            "--sensor",
+            help="Sensor preset (hdl64, hdl32, vlp32, vlp16, os1-128, pandar-xt32), a preset YAML or random.",
+        ),
     ] = "hdl64",
     provider: Annotated[str, typer.Option(help="auto, tensorrt, cuda or cpu.")] = "auto",
     json_out: Annotated[

@@ -228,8 +228,8 @@ def run_demo(
     started = time.perf_counter()
     segmenters: list[MotionSegmenter] = []
 
-    def segmenter(scan_period: float) -> MotionSegmenter:
-        built = MotionSegmenter.from_path(model, provider=provider, log=log, scan_period=scan_period)
+    def segmenter() -> MotionSegmenter:
+        built = MotionSegmenter.from_path(model, provider=provider, log=log)
         built.runner.warmup()
         segmenters.append(built)
         return built

@@ -13,9 +13,20 @@ from pathlib import Path
 
 import numpy as np
 
-from kdmos_ros.io.semantickitti import SemanticKittiError, SemanticKittiSequence, mos_labels, open_sequence
+from kdmos_ros.io.semantickitti import (
+    SemanticKittiError,
+    SemanticKittiSequence,
+    SensorInfo,
+    mos_labels,
+    open_sequence,
+)
 from kdmos_ros.metrics import ConfusionMatrix, MosScores, mos_matrix, update_mos
+from kdmos_ros.pipeline.canonical import Mounting
 from kdmos_ros.pipeline.segmenter import LABEL_MOVING, MotionSegmenter
+
+#: Where ``kdmos eval`` takes each sequence's mounting from: estimated from the scans, as the node does
+#: by default, or the one the sequence's ``sensor.yaml`` states.
+MOUNTING_SOURCES = ("auto", "known")
 
 # SemanticKITTI ids `kdmos predict` writes: the MOS benchmark reads 9 as static, 251 as moving.
 PREDICTED_STATIC_ID = 9
@@ -27,6 +38,7 @@ class SequenceReport:
     """Scores of one sequence and the moving IoU of each of its scans (NaN when undefined)."""
 
     name: str
+    sensor: str = "unknown"  # the sensor and its mounting (sensor_label)
     matrix: ConfusionMatrix = field(default_factory=mos_matrix)
     frames: list[int] = field(default_factory=list)
     scan_iou: list[float] = field(default_factory=list)
@@ -54,6 +66,20 @@ class EvalReport:
     def scores(self) -> MosScores:
         return MosScores.from_matrix(self.matrix)
 
+    def by_sensor(self) -> dict[str, MosScores]:
+        """Scores per sensor and mounting (one matrix over that sensor's sequences), in first-seen order."""
+        matrices: dict[str, ConfusionMatrix] = {}
+        for report in self.sequences:
+            matrices.setdefault(report.sensor, mos_matrix())
+            matrices[report.sensor] += report.matrix
+        return {sensor: MosScores.from_matrix(matrix) for sensor, matrix in matrices.items()}
+
+    @property
+    def sensor_mean_moving_iou(self) -> float:
+        """Mean over sensors of their moving IoU: each sensor counts once, however many points it has."""
+        values = [scores.moving_iou for scores in self.by_sensor().values()]
+        return float(np.mean(values)) if values else float("nan")
+
     def to_dict(self) -> dict[str, object]:
         def row(scores: MosScores) -> dict[str, float | int]:
             return {
@@ -69,7 +95,32 @@ class EvalReport:
             "total": row(self.scores),
             "confusion_matrix": self.matrix.matrix.tolist(),
             "sequences": {r.name: row(r.scores) for r in self.sequences},
+            "sequence_sensors": {r.name: r.sensor for r in self.sequences},
+            "sensors": {name: row(scores) for name, scores in self.by_sensor().items()},
+            "sensor_mean_moving_iou": self.sensor_mean_moving_iou,
         }
+
+
+def sensor_label(info: SensorInfo | None) -> str:
+    """``vlp16 0.50 m``, ``os1-128 1.73 m pitch +4°``: a sensor and its mounting, for report rows."""
+    if info is None:
+        return "unknown"
+    label = f"{info.name} {info.height_m:.2f} m"
+    if info.roll_deg:
+        label += f" roll {info.roll_deg:+g}°"
+    if info.pitch_deg:
+        label += f" pitch {info.pitch_deg:+g}°"
+    return label
+
+
+def known_mounting(sequence: SemanticKittiSequence) -> Mounting:
+    """The mounting ``sensor.yaml`` states, or a clear error naming the missing file."""
+    info = sequence.sensor
+    if info is None:
+        raise SemanticKittiError(
+            f"{sequence.directory} has no sensor.yaml: its mounting is unknown (use --mounting auto)"
+        )
+    return Mounting(height_m=info.height_m, roll_deg=info.roll_deg, pitch_deg=info.pitch_deg)
 
 
 def scan_moving_iou(predicted: np.ndarray, truth: np.ndarray) -> float:
@@ -85,9 +136,14 @@ def label_sequence(
     sequence: SemanticKittiSequence,
     on_scan: Callable[[int, np.ndarray], None],
     progress: Callable[[int], None] | None = None,
+    mounting: str = "auto",
 ) -> None:
-    """Stream a sequence through the segmenter in frame order; ``on_scan(frame, labels)`` per scan."""
+    """Stream a sequence through the segmenter in frame order; ``on_scan(frame, labels)`` per scan.
+
+    The segmenter's mounting is estimated afresh, unless ``mounting`` is ``known`` (sensor.yaml's).
+    """
     segmenter.reset()
+    segmenter.set_mounting(known_mounting(sequence) if mounting == "known" else None)
     for frame, pose, stamp in zip(sequence.frames, sequence.poses, sequence.times, strict=True):
         result = segmenter.process(sequence.read_scan(frame), pose, float(stamp))
         on_scan(frame, result.labels)
@@ -99,11 +155,12 @@ def evaluate_sequence(
     segmenter: MotionSegmenter,
     sequence: SemanticKittiSequence,
     progress: Callable[[int], None] | None = None,
+    mounting: str = "auto",
 ) -> SequenceReport:
     """Score ``segmenter`` on one labelled sequence."""
     if not sequence.has_labels:
         raise SemanticKittiError(f"{sequence.directory} has no labels/ for every scan: cannot evaluate")
-    report = SequenceReport(sequence.directory.name)
+    report = SequenceReport(sequence.directory.name, sensor_label(sequence.sensor))
 
     def score(frame: int, labels: np.ndarray) -> None:
         semantic, _ = sequence.read_labels(frame)
@@ -112,7 +169,7 @@ def evaluate_sequence(
         report.frames.append(frame)
         report.scan_iou.append(scan_moving_iou(labels, truth))
 
-    label_sequence(segmenter, sequence, score, progress)
+    label_sequence(segmenter, sequence, score, progress, mounting)
     return report
 
 
@@ -121,9 +178,14 @@ def evaluate(
     root: str | Path,
     sequences: Sequence[str],
     progress: Callable[[int], None] | None = None,
+    mounting: str = "auto",
 ) -> EvalReport:
     """Score ``segmenter`` on labelled sequences of ``root`` (one matrix over all of them)."""
-    reports = [evaluate_sequence(segmenter, open_sequence(root, name), progress) for name in sequences]
+    if mounting not in MOUNTING_SOURCES:
+        raise SemanticKittiError(f"unknown mounting source {mounting!r}; choose auto or known")
+    reports = [
+        evaluate_sequence(segmenter, open_sequence(root, name), progress, mounting) for name in sequences
+    ]
     return EvalReport(model=str(segmenter.runner.path), sequences=reports)
 
 

@@ -66,6 +66,7 @@ from kdmos_ros.odometry import (
     stamp_to_seconds,
     transform_to_pose,
 )
+from kdmos_ros.pipeline.canonical import Mounting, canonical_from_base
 from kdmos_ros.pipeline.segmenter import LABEL_MOVING, LABEL_UNKNOWN, MotionSegmenter
 from kdmos_ros.pipeline.window import finite_rows
 
@@ -103,6 +104,7 @@ class LabelBagSummary:
     window_resets: int = 0  # times the segmenter started its window over (gap, loop, pose jump)
     copied: int = 0  # original messages copied with keep_original
     scan_period: float = 0.1
+    mounting: str = "auto"  # where the canonical frame came from, in words
 
     def skip(self, reason: str, detail: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -137,6 +139,7 @@ class LabelBagSummary:
             "window_resets": self.window_resets,
             "copied": self.copied,
             "scan_period_s": self.scan_period,
+            "mounting": self.mounting,
         }
 
 
@@ -257,7 +260,7 @@ def label_bag(
     input_path: str | Path,
     output_path: str | Path,
     topic: str,
-    segmenter_factory: Callable[[float], MotionSegmenter],
+    segmenter_factory: Callable[[], MotionSegmenter],
     pose_source: str = "tf",
     fixed_frame: str = "odom",
     odom_topic: str = "/odom",
@@ -266,11 +269,16 @@ def label_bag(
     storage: str = "mcap",
     progress: Callable[[int, int], None] | None = None,
     odometry_factory: Callable[[], LidarOdometry] = LidarOdometry,
+    mounting: Mounting | None = None,
+    base_frame: str | None = None,
+    base_height: float = 0.0,
 ) -> LabelBagSummary:
     """Label every cloud of ``topic`` in the bag at ``input_path`` into a new bag at ``output_path``.
 
-    ``segmenter_factory(scan_period)`` builds the segmenter once the bag's scan period is known.
-    ``progress(done, total)`` is called after each cloud.
+    ``segmenter_factory()`` builds the segmenter once the input has been checked.
+    ``progress(done, total)`` is called after each cloud. The sensor's mounting is estimated from
+    the scans, unless ``mounting`` gives it or ``base_frame`` names a level vehicle frame of the
+    bag's TF (its origin ``base_height`` above the ground) to read it from.
     """
     if pose_source not in POSE_SOURCES:
         raise KdmosError(f"unknown pose source {pose_source!r}; choose one of {', '.join(POSE_SOURCES)}")
@@ -290,8 +298,30 @@ def label_bag(
         frame, summary.scan_period = _first_clouds(reader, cloud_connections)
 
         poses: Any
-        if pose_source in ("tf", "odometry"):
+        if pose_source in ("tf", "odometry") or base_frame:
             tree = read_tf(reader)
+        mounting_of: Callable[[float, str], np.ndarray] | None = None
+        if base_frame:
+            try:
+                tree.check(base_frame, frame)
+            except TfLookupError as error:
+                raise BagError(
+                    f"the bag's /tf and /tf_static cannot relate the clouds ({frame!r}) to --base-frame "
+                    f"{base_frame!r}: {error}"
+                ) from None
+
+            def mounting_of(stamp: float, cloud_frame: str) -> np.ndarray:
+                try:
+                    return canonical_from_base(tree.lookup(base_frame, cloud_frame, stamp), base_height)
+                except TfLookupError as error:
+                    raise _Skip("no mounting transform at the scan's stamp", str(error)) from None
+
+            summary.mounting = f"tf {base_frame}"
+        elif mounting is not None:
+            summary.mounting = (
+                f"fixed: height {mounting.height_m:g} m, roll {mounting.roll_deg:g} deg, "
+                f"pitch {mounting.pitch_deg:g} deg"
+            )
         if pose_source == "tf":
             try:
                 tree.check(fixed_frame, frame)
@@ -317,8 +347,9 @@ def label_bag(
         else:
             poses = _FixedPose()
 
-        segmenter = segmenter_factory(summary.scan_period)
+        segmenter = segmenter_factory()
         segmenter.reset()
+        segmenter.set_mounting(mounting)
         out = prepare_output(output_path, force, inputs=[source_path])
         with BagWriter(out, storage) as writer:
             writer.add_topic(labeled_topic, CLOUD_TYPE, humble, humble_qos(cloud_connections[0]))
@@ -340,7 +371,7 @@ def label_bag(
                     summary.copied += 1
                 if message.connection.topic != topic:
                     continue
-                _label_one(reader, message, segmenter, poses, writer, summary, humble)
+                _label_one(reader, message, segmenter, poses, writer, summary, humble, mounting_of)
                 if progress is not None:
                     progress(summary.scans, total)
     return summary
@@ -354,6 +385,7 @@ def _label_one(
     writer: BagWriter,
     summary: LabelBagSummary,
     humble: Any,
+    mounting_of: Callable[[float, str], np.ndarray] | None = None,
 ) -> None:
     """Label one cloud message and write it to ``<topic>/labeled``.
 
@@ -371,10 +403,12 @@ def _label_one(
     decode_time = time.perf_counter() - started
     stamp = stamp_to_seconds(cloud.header.stamp)
     n = len(points)
-    pose = None
+    pose = to_canonical = None
     try:
         if n == 0 or not finite_rows(points).any():
             raise _Skip("no finite point in the scan", f"scan at {stamp:.6f} s has {n} points, none finite")
+        if mounting_of is not None:
+            to_canonical = mounting_of(stamp, str(cloud.header.frame_id))
         pose = poses.pose(points, stamp, str(cloud.header.frame_id))
     except _Skip as skip:
         summary.skip(skip.reason, skip.detail)
@@ -384,7 +418,7 @@ def _label_one(
         labels = np.full(n, LABEL_UNKNOWN, dtype=np.uint8)
         moving_prob = np.zeros(n, dtype=np.float32)
     else:
-        result = segmenter.process(points, pose, stamp)
+        result = segmenter.process(points, pose, stamp, to_canonical)
         labels, moving_prob = result.labels, result.moving_prob
         summary.window_resets += result.reset_reason is not None
     try:

@@ -26,7 +26,11 @@ SHARE = get_package_share_directory("kdmos_ros")
 
 ARGUMENTS = (
     ("cloud_topic", "", "PointCloud2 topic to label (empty: the sensor preset's topic, else 'points')"),
-    ("sensor", "", "sensor preset (hdl64, vlp32, vlp16, os1-128 or a YAML path): driver topic and scan_rate"),
+    (
+        "sensor",
+        "",
+        "sensor preset (hdl64, hdl32, vlp32, vlp16, os1-128, pandar-xt32 or a YAML path): topic, scan_rate",
+    ),
     ("model", "", "ONNX model file (empty: params_file's model_path, else the shipped model)"),
     ("pose_source", "", "tf | odometry | lidar | static | none (empty: params_file's, tf by default)"),
     (
@@ -35,6 +39,16 @@ ARGUMENTS = (
         "frame scans are aligned in for pose_source tf, and RViz's fixed frame (empty: odom)",
     ),
     ("odom_topic", "", "nav_msgs/Odometry topic for pose_source odometry (empty: 'odom')"),
+    (
+        "mounting",
+        "",
+        "auto | fixed | tf: where the sensor's height and tilt come from (empty: params_file's, auto)",
+    ),
+    ("mounting_height", "", "sensor height above the ground in m (implies mounting:=fixed)"),
+    ("mounting_roll", "", "sensor roll in deg, REP-103 (implies mounting:=fixed)"),
+    ("mounting_pitch", "", "sensor pitch in deg, REP-103: positive looks down (implies mounting:=fixed)"),
+    ("base_frame", "", "level vehicle frame for mounting tf, e.g. base_footprint (implies mounting:=tf)"),
+    ("sensor_frame", "", "for clouds published in a vehicle frame: the TF frame of the sensor"),
     ("params_file", os.path.join(SHARE, "config", "kdmos.yaml"), "node parameters (YAML)"),
     ("use_sim_time", "false", "use /clock (true when playing a bag with --clock)"),
     ("rviz", "false", "start RViz with config/kdmos.rviz"),
@@ -53,6 +67,12 @@ def _actions(context: LaunchContext) -> list:
         fixed_frame=arg("fixed_frame"),
         use_sim_time=arg("use_sim_time"),
         odom_topic=arg("odom_topic"),
+        mounting=arg("mounting"),
+        mounting_height=arg("mounting_height"),
+        mounting_roll=arg("mounting_roll"),
+        mounting_pitch=arg("mounting_pitch"),
+        base_frame=arg("base_frame"),
+        sensor_frame=arg("sensor_frame"),
     )
     actions = [
         Node(

@@ -37,6 +37,12 @@ NODE_ARGUMENTS = (
     ("pose_source", ""),
     ("fixed_frame", ""),
     ("odom_topic", ""),
+    ("mounting", ""),
+    ("mounting_height", ""),
+    ("mounting_roll", ""),
+    ("mounting_pitch", ""),
+    ("base_frame", ""),
+    ("sensor_frame", ""),
     ("params_file", os.path.join(SHARE, "config", "kdmos.yaml")),
 )
 

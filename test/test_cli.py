@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import write_oracle_model
 
 from kdmos_ros import __version__
 from kdmos_ros.cli import main
 from kdmos_ros.io.semantickitti import create_sequence
+from kdmos_ros.pipeline.contract import ModelContract
+from kdmos_ros.pipeline.grid import GRIDS
 
 
 def test_version_flag_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -114,3 +117,29 @@ def test_check_data_on_a_missing_folder_is_one_line(
     assert main(["check-data", str(tmp_path / "nowhere")]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "nowhere" in lines[0]
+
+
+def test_info_on_a_model_shows_its_contract_and_training_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    training = {
+        "trained": True,
+        "epoch": 7,
+        "data": {
+            "root": "data/sim",
+            "train_sequences": ["00", "20"],
+            "sensors": {"hdl64 1.73 m": 1, "random sensors": 1},
+            "mounting_height_m": [0.61, 1.73],
+            "max_tilt_deg": 4.2,
+        },
+    }
+    contract = ModelContract(grid=GRIDS["lite"], preset="lite", training=training)
+    model = write_oracle_model(tmp_path / "m.onnx", contract)
+    assert main(["info", str(model)]) == 0
+    out = capsys.readouterr().out
+    for text in ("feature version", "canonical", "intensity none", "160 x 180 x 16", "1, 2, 4, 7 x 0.1 s"):
+        assert text in out, text
+    assert "hdl64 1.73 m (1)" in out and "random sensors" in out
+    assert "0.61-1.73 m high, tilted up to 4.2 deg" in out
+    assert main(["info", str(tmp_path / "missing.onnx")]) == 1
+    assert "model file not found" in capsys.readouterr().err

@@ -107,3 +107,33 @@ def test_predict_writes_official_label_files(setup, tmp_path: Path) -> None:
         written = np.fromfile(folder / f"{frame:06d}.label", dtype="<u4")
         expected = np.where(predicted == LABEL_MOVING, PREDICTED_MOVING_ID, PREDICTED_STATIC_ID)
         np.testing.assert_array_equal(written, expected)
+
+
+def test_eval_reports_one_row_per_sensor_and_their_mean(
+    setup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, model, _ = setup
+    data = tmp_path / "sensors"
+    for name, sensor, height in (("08", "hdl64", 1.73), ("09", "vlp16", 0.5), ("10", "vlp16", 0.5)):
+        shutil.copytree(root / "sequences" / "08", data / "sequences" / name)
+        (data / "sequences" / name / "sensor.yaml").write_text(
+            f"name: {sensor}\nmounting_height_m: {height}\nrate_hz: 10.0\n"
+        )
+    args = ["eval", str(data), "--model", str(model), "--sequences", "08,09,10"]
+    assert main([*args, "--json", "--mounting", "known"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["sequence_sensors"] == {"08": "hdl64 1.73 m", "09": "vlp16 0.50 m", "10": "vlp16 0.50 m"}
+    assert list(report["sensors"]) == ["hdl64 1.73 m", "vlp16 0.50 m"]
+    hdl, vlp = report["sensors"].values()
+    assert hdl == report["sequences"]["08"]
+    assert vlp["points"] == report["sequences"]["09"]["points"] + report["sequences"]["10"]["points"]
+    mean = (hdl["moving_iou"] + vlp["moving_iou"]) / 2
+    assert report["sensor_mean_moving_iou"] == pytest.approx(mean)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "vlp16" in out and f"mean moving IoU over the 2 sensors: {100 * mean:.2f}" in out
+
+    # The mounting of a sequence without sensor.yaml is unknown: one clear line.
+    assert main(["eval", str(root), "--model", str(model), "--mounting", "known"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no sensor.yaml" in err[0]

@@ -19,6 +19,7 @@ from kdmos_ros.io.semantickitti import mos_labels, open_sequence
 from kdmos_ros.label_bag import label_bag
 from kdmos_ros.metrics import MosScores, mos_matrix, update_mos
 from kdmos_ros.odometry import invert_pose, stamp_to_seconds
+from kdmos_ros.pipeline.canonical import Mounting
 from kdmos_ros.pipeline.contract import ModelContract
 from kdmos_ros.pipeline.grid import GRIDS
 from kdmos_ros.pipeline.segmenter import LABEL_UNKNOWN, MotionSegmenter
@@ -323,5 +324,47 @@ def test_real_kitti_scans_with_and_without_tf(kitti00_root: Path, tmp_path: Path
     # Without /tf, the tf source says what is missing instead of labelling nothing.
     with pytest.raises(BagError, match="cannot place the clouds .*known frames: none: no /tf"):
         label_bag(
-            tmp_path / "without_tf", tmp_path / "x", "/points", lambda _: MotionSegmenter.from_path(model)
+            tmp_path / "without_tf", tmp_path / "x", "/points", lambda: MotionSegmenter.from_path(model)
         )
+
+
+def test_mounting_from_options_or_from_the_bags_tf(drive: dict, tmp_path: Path, capsys) -> None:
+    """A fixed --mounting-height and --base-frame (TF base_footprint <- velodyne) label alike, and as
+    MotionSegmenter with that mounting does; the default estimates it from the scans."""
+    sequence, model, stamps = drive["sequence"], drive["model"], drive["stamps"]
+    clouds = [(s, sequence.read_scan(f)) for s, f in zip(stamps, sequence.frames, strict=True)]
+    mount = np.eye(4)
+    mount[2, 3] = 1.73  # the vlp32 preset's mounting: odom -> base_footprint -> velodyne
+    tf = [
+        Stamped(s, "odom", "base_footprint", p @ invert_pose(mount))
+        for s, p in zip(stamps, sequence.poses, strict=True)
+    ]
+    bag = write_bag(
+        tmp_path / "drive", clouds, tf=tf, tf_static=[Stamped(stamps[0], "base_footprint", "velodyne", mount)]
+    )
+    args = ["label-bag", str(bag), "--topic", "/points", "--model", str(model)]
+    assert main([*args[:2], str(tmp_path / "fixed"), *args[2:], "--mounting-height", "1.73"]) == 0
+    assert main([*args[:2], str(tmp_path / "tf"), *args[2:], "--base-frame", "base_footprint"]) == 0
+    assert "tf base_footprint" in capsys.readouterr().out
+    direct = MotionSegmenter.from_path(model, mounting=Mounting(height_m=1.73))
+    for (_, fixed), (_, via_tf), frame, stamp, pose in zip(
+        read_topic(tmp_path / "fixed", "/points/labeled"),
+        read_topic(tmp_path / "tf", "/points/labeled"),
+        sequence.frames,
+        stamps,
+        sequence.poses,
+        strict=True,
+    ):
+        expected = direct.process(sequence.read_scan(frame), pose, stamp)
+        np.testing.assert_array_equal(_labels(fixed), expected.labels)
+        np.testing.assert_array_equal(_labels(via_tf), expected.labels)
+
+    for extra, message in (
+        (["--roll", "2"], "--roll and --pitch need --mounting-height"),
+        (["--mounting-height", "1.7", "--base-frame", "base_footprint"], "not both"),
+        (["--base-frame", "chassis"], "cannot relate the clouds ('velodyne') to --base-frame 'chassis'"),
+        (["--mounting-height", "1.7", "--pitch", "60"], "invalid mounting: pitch_deg"),
+    ):
+        assert main([*args[:2], str(tmp_path / "bad"), *args[2:], *extra]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err

@@ -112,8 +112,10 @@ def test_colcon_build_installs_share_files_and_ament_marker(tmp_path: Path) -> N
     ):
         assert (share / name).is_file(), name
     assert sorted(p.name for p in (share / "config" / "sensors").glob("*.yaml")) == [
+        "hdl32.yaml",
         "hdl64.yaml",
         "os1-128.yaml",
+        "pandar-xt32.yaml",
         "vlp16.yaml",
         "vlp32.yaml",
     ]

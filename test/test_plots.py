@@ -37,18 +37,18 @@ def test_latency_histograms_one_panel_per_stage(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     samples = {stage: list(rng.gamma(4.0, 0.002, size=60)) for stage in ALL_STAGES}
     picture = read_png(latency_histogram_png(samples, tmp_path / "latency.png", "test"))
-    # 7 stages: 3 columns x 3 rows of 4.0 x 2.6 inch panels.
+    # 8 stages: 3 columns x 3 rows of 4.0 x 2.6 inch panels.
     assert picture.shape == (round(3 * 2.6 * DPI), round(3 * 4.0 * DPI), 3)
     blue = _blue(picture)
     assert blue.mean() > 0.02  # bars
-    # Each of the 7 panels has bars; the two unused panel slots (bottom right) stay white.
+    # Each of the 8 panels has bars; the unused panel slot (bottom right) stays white.
     height, width = picture.shape[:2]
     panels = [
         blue[r * height // 3 : (r + 1) * height // 3, c * width // 3 : (c + 1) * width // 3]
         for r in range(3)
         for c in range(3)
     ]
-    assert [bool(p.any()) for p in panels] == [True] * 7 + [False] * 2
+    assert [bool(p.any()) for p in panels] == [True] * 8 + [False]
     assert _orange(picture).any()  # p95 markers
     with pytest.raises(KdmosError, match="no latency samples"):
         latency_histogram_png({"total": []}, tmp_path / "none.png", "empty")

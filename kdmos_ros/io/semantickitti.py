@@ -11,6 +11,8 @@ Sequences", ICCV 2019) stores each KITTI odometry sequence as::
     ROOT/sequences/NN/calib.txt             "P0: ..." ... "P3: ...", "Tr: ..." (12 numbers each);
                                             Tr maps velodyne coordinates into camera-0 coordinates
     ROOT/sequences/NN/times.txt             one timestamp in seconds per line
+    ROOT/sequences/NN/sensor.yaml           optional (this project's simulator writes it): the sensor
+                                            preset, with its mounting height, roll and pitch
 
 kdmos_ros uses this layout as its interchange format: the real dataset is read as is, and the
 simulator writes its sequences the same way (DESIGN.md section 5), so training and evaluation code
@@ -36,11 +38,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 import numpy.typing as npt
+import yaml
 
 from kdmos_ros.errors import KdmosError
 
@@ -576,6 +580,38 @@ class SemanticKittiSequence:
     def _index(self, frame: int) -> int:
         self.scan_path(frame)  # raises MissingFileError for an unknown frame
         return self.frames.index(int(frame))
+
+    @property
+    def sensor(self) -> SensorInfo | None:
+        """The sensor and its mounting from ``sensor.yaml``, None when the file is absent."""
+        path = self.directory / SENSOR_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            return SensorInfo(
+                name=str(data["name"]),
+                height_m=float(data["mounting_height_m"]),
+                roll_deg=float(data.get("mounting_roll_deg", 0.0)),
+                pitch_deg=float(data.get("mounting_pitch_deg", 0.0)),
+                rate_hz=float(data.get("rate_hz", 10.0)),
+            )
+        except (yaml.YAMLError, TypeError, KeyError, ValueError, AttributeError) as error:
+            raise MalformedFileError(f"{path}: not a sensor description ({error!r})") from None
+
+
+SENSOR_FILE = "sensor.yaml"
+
+
+@dataclass(frozen=True)
+class SensorInfo:
+    """What ``sensor.yaml`` says of the sensor that recorded a sequence."""
+
+    name: str
+    height_m: float  # sensor origin above the ground
+    roll_deg: float
+    pitch_deg: float
+    rate_hz: float
 
 
 def open_sequence(root: PathLike, sequence: str | int) -> SemanticKittiSequence:

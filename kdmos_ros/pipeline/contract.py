@@ -9,7 +9,7 @@ it does not implement.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -18,7 +18,7 @@ from kdmos_ros.pipeline.grid import PolarGrid
 
 #: Version of the feature definitions in ``pipeline/features.py`` (docs/features.md). Bump it
 #: whenever a change would make old weights see different inputs.
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 #: Feature versions this runtime can compute.
 SUPPORTED_FEATURE_VERSIONS = (FEATURE_VERSION,)
 
@@ -54,6 +54,12 @@ class MotionConfig(BaseModel):
     ratio: float = Field(
         0.2, ge=0.0, le=1.0, description="A cell is empty if H <= ratio x H of the other scan."
     )
+    period: float = Field(
+        0.1,
+        gt=0.0,
+        description="Seconds per offset step: scan t-d is the one taken d x period before scan t, "
+        "whatever the sensor's rate (10 and 20 Hz sensors compare the same time spans).",
+    )
 
     @model_validator(mode="after")
     def _offsets_positive(self) -> MotionConfig:
@@ -72,6 +78,23 @@ class MotionConfig(BaseModel):
         return max(self.offsets)
 
 
+class InputOptions(BaseModel):
+    """How the scan is turned into features (docs/features.md); part of the feature definition."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    frame: Literal["canonical", "sensor"] = Field(
+        "canonical",
+        description="canonical: features in the gravity-aligned frame with the ground 1.73 m below "
+        "the sensor (pipeline/canonical.py); sensor: in the cloud's own frame (the ablation).",
+    )
+    intensity: Literal["none", "normalized", "raw"] = Field(
+        "none",
+        description="The intensity feature: none (always 0), normalized (divided by the scan's "
+        "95th percentile, clipped to [0, 2]) or raw (as the driver publishes it).",
+    )
+
+
 class ModelContract(BaseModel):
     """Everything the runtime needs to know about a model, stored inside the model file."""
 
@@ -80,6 +103,7 @@ class ModelContract(BaseModel):
     feature_version: int = FEATURE_VERSION
     grid: PolarGrid = PolarGrid()
     motion: MotionConfig = MotionConfig()
+    input_options: InputOptions = InputOptions()
     classes: tuple[str, ...] = KDMOS_CLASSES
     moving_class: int = Field(3, description="Index of the moving class in the logits.")
     ignore_class: int | None = Field(0, description="Index of a class that is never predicted.")
@@ -125,8 +149,9 @@ class ModelContract(BaseModel):
         if version not in SUPPORTED_FEATURE_VERSIONS:
             raise ModelContractError(
                 f"{source} was trained on feature version {version!r}, but this kdmos_ros computes "
-                f"version(s) {', '.join(map(str, SUPPORTED_FEATURE_VERSIONS))}; "
-                "re-export the model with this release or install the release it was made with"
+                f"version(s) {', '.join(map(str, SUPPORTED_FEATURE_VERSIONS))} "
+                "(docs/features.md); retrain the model with this release, or install the release it "
+                "was made with"
             )
         try:
             return cls.model_validate(raw)

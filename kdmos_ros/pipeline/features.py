@@ -4,9 +4,11 @@ The ROS node, the offline tools and the training data loader all call :func:`com
 so what the network sees in training is what it sees on the robot. The definitions are written
 out in docs/features.md; :data:`~kdmos_ros.pipeline.contract.FEATURE_VERSION` names them.
 
+- Frame: everything is computed in the canonical frame (pipeline/canonical.py): gravity-aligned,
+  centred on the sensor, ground 1.73 m below it, so that the mounting does not change the inputs.
 - Appearance: per point, its polar cell and the 9 values MotionBEV's PointNet takes,
   [ρ−ρc, φ−φc, z−zc, ρ, φ, z, x, y, intensity] (Zhou et al., MotionBEV, RA-L 2023, after PolarNet,
-  Zhang et al., CVPR 2020).
+  Zhang et al., CVPR 2020); the intensity as the contract's ``input_options`` say.
 - Motion: a causal version of MotionBEV's height residuals. For each offset d the current scan's
   height map is compared with that of scan t−d moved into the current frame: cells newly occupied
   and cells vacated, each only where the other scan could see the cell.
@@ -22,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kdmos_ros.pipeline.contract import MotionConfig
+from kdmos_ros.pipeline.canonical import CANONICAL_SENSOR_HEIGHT
+from kdmos_ros.pipeline.contract import InputOptions, MotionConfig
 from kdmos_ros.pipeline.grid import PolarGrid
 from kdmos_ros.pipeline.window import ScanWindow, finite_rows
 
@@ -62,13 +65,15 @@ def scaled(grid: PolarGrid, rho: np.ndarray, phi: np.ndarray, z: np.ndarray) -> 
     )
 
 
-def point_inputs(grid: PolarGrid, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def point_inputs(
+    grid: PolarGrid, points: np.ndarray, intensity: str = "none"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(valid (N,), features (M, 9) float32, cells (M, 3) int64) of an (N, 4) float32 scan.
 
     Valid points are finite and inside the grid's range [ρ_min, ρ_max): the grid cannot place the
     others. Azimuth and height are clipped into the border cells, as MotionBEV does, so a roof above
     z_max still gets a label. Features are the offsets from the cell centre, ρ, φ, z, x, y and
-    intensity (a NaN intensity reads as 0), for the valid points in input order.
+    the intensity (``intensity``: see :func:`intensity_feature`), for the valid points in input order.
     """
     finite = finite_rows(points)
     all_finite = bool(finite.all())
@@ -103,19 +108,39 @@ def point_inputs(grid: PolarGrid, points: np.ndarray) -> tuple[np.ndarray, np.nd
     features[:, 5] = z
     features[:, 6] = x
     features[:, 7] = y
-    features[:, 8] = kept[:, 3]
-    bad_intensity = ~np.isfinite(features[:, 8])
-    if bad_intensity.any():
-        features[bad_intensity, 8] = 0.0
+    features[:, 8] = intensity_feature(kept[:, 3], intensity)
     return valid, features, cells
 
 
-def height_map(grid: PolarGrid, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Height H = max z − min z per (ρ, φ) cell, and which cells the scan could see.
+def intensity_feature(values: np.ndarray, mode: str) -> np.ndarray:
+    """The intensity column: ``none`` → 0; ``raw`` → as published; ``normalized`` → divided by the
+    scan's 95th percentile and clipped to [0, 2], so 0..1 remission, 0..255 counts and Ouster's
+    reflectivity read alike. Non-finite values read as 0."""
+    if mode == "none" or len(values) == 0:
+        return np.zeros(len(values), dtype=np.float32)
+    out = np.where(np.isfinite(values), values, np.float32(0.0)).astype(np.float32, copy=False)
+    if mode == "raw":
+        return out
+    k = int(0.95 * (len(out) - 1))
+    scale = float(np.partition(out, k)[k])
+    if scale <= 0.0:
+        return np.zeros(len(values), dtype=np.float32)
+    return np.clip(out * np.float32(1.0 / scale), 0.0, 2.0)
 
-    Only points inside the grid's range and height bounds count (MotionBEV's projection does the
-    same). A cell is seen when the scan has a point at that azimuth at or beyond the cell's range:
-    a beam got there, so an empty cell there is truly empty. This is the BEV visibility test of
+
+_GROUND_Z = np.float32(-CANONICAL_SENSOR_HEIGHT)
+
+
+def height_map(grid: PolarGrid, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Height H = max z − min(min z, ground) per (ρ, φ) cell, and which cells the scan could see.
+
+    MotionBEV's H = max z − min z needs two points on an object, one low: a sparse sensor's single
+    beam on a car 20 m away gives H = 0. Measuring down to the canonical ground
+    (z = −1.73 m, pipeline/canonical.py) when the cell has no point below it makes H the height
+    above the ground, which one beam suffices for. Only points inside the grid's range and height
+    bounds count (MotionBEV's projection does the same). A cell is seen when the scan has a point
+    at that azimuth at or beyond the cell's range: a beam got there, so an empty cell there is
+    truly empty. This is the BEV visibility test of
     MotionBEV's occlusion mask (cells beyond the farthest return of an azimuth are unknown).
     """
     u_rho, u_phi, u_z = scaled(grid, *polar(xyz))
@@ -131,7 +156,7 @@ def height_map(grid: PolarGrid, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray
     np.minimum.at(bottom, flat, zk)
     occupied = np.isfinite(top)
     height = np.zeros(n_cells, dtype=np.float32)
-    height[occupied] = top[occupied] - bottom[occupied]
+    height[occupied] = top[occupied] - np.minimum(bottom[occupied], _GROUND_Z)
     farthest = np.full(grid.n_phi, -1, dtype=np.int64)
     np.maximum.at(farthest, pi, ri)
     seen = np.arange(grid.n_rho)[:, None] <= farthest[None, :]
@@ -156,19 +181,24 @@ def transform(xyz: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 
 def motion_bev(
-    grid: PolarGrid, motion: MotionConfig, window: ScanWindow
+    grid: PolarGrid, motion: MotionConfig, window: ScanWindow, to_canonical: np.ndarray | None = None
 ) -> tuple[np.ndarray, tuple[bool, ...]]:
     """(C_m, n_rho, n_phi) motion channels of the window's newest scan, using only older scans.
 
     Channel 2k holds space newly occupied since offset ``motion.offsets[k]``, channel 2k+1 space
-    vacated since then; both are zero when that past scan is missing.
+    vacated since then; both are zero when that past scan is missing. Height maps are taken in the
+    frame ``to_canonical`` (4 × 4, canonical ← newest scan's frame; identity when None) moves the
+    newest scan into; the past scans are moved there through their poses.
     """
     current = window.newest
     out = np.zeros((motion.channels, grid.n_rho, grid.n_phi), dtype=np.float32)
     if current is None:
         return out, tuple(False for _ in motion.offsets)
-    new_height, new_seen = height_map(grid, current.points)
-    to_current = np.linalg.inv(current.pose)
+    frame = np.eye(4) if to_canonical is None else to_canonical
+    new_height, new_seen = height_map(
+        grid, current.points if to_canonical is None else transform(current.points, frame)
+    )
+    to_current = frame @ np.linalg.inv(current.pose)
     available = []
     for k, offset in enumerate(motion.offsets):
         past = window.past(offset)
@@ -181,16 +211,34 @@ def motion_bev(
     return out, tuple(available)
 
 
+def canonical_points(points: np.ndarray, to_canonical: np.ndarray | None) -> np.ndarray:
+    """(N, 4) scan with x, y, z moved by ``to_canonical`` (the scan itself when None)."""
+    if to_canonical is None:
+        return points
+    moved = np.empty_like(points)
+    moved[:, :3] = transform(points[:, :3], to_canonical)
+    moved[:, 3:] = points[:, 3:]
+    return moved
+
+
 def compute_features(
-    grid: PolarGrid, motion: MotionConfig, points: np.ndarray, window: ScanWindow
+    grid: PolarGrid,
+    motion: MotionConfig,
+    points: np.ndarray,
+    window: ScanWindow,
+    to_canonical: np.ndarray | None = None,
+    options: InputOptions = InputOptions(),  # noqa: B008 (frozen pydantic model)
 ) -> ScanFeatures:
     """Features of ``points`` (N × 4: x, y, z, intensity), the scan just pushed into ``window``.
 
-    Non-finite points and points outside the grid's range are left out (``valid`` False); the
-    network's outputs for the others come back in input order.
+    ``to_canonical`` (4 × 4) moves the scan's frame into the one the features are computed in: the
+    canonical frame, or None to keep the scan's own (``options.frame`` ``sensor``: the caller
+    decides). ``options.intensity`` picks the intensity feature. Non-finite points and points
+    outside the grid's range are left out (``valid`` False); the network's outputs for the others
+    come back in input order.
     """
-    valid, features, cells = point_inputs(grid, points)
-    bev, available = motion_bev(grid, motion, window)
+    valid, features, cells = point_inputs(grid, canonical_points(points, to_canonical), options.intensity)
+    bev, available = motion_bev(grid, motion, window, to_canonical)
     return ScanFeatures(
         valid=valid,
         point_features=features,
@@ -207,7 +255,8 @@ def features_at(
     poses: Sequence[np.ndarray],
     stamps: Sequence[float],
     index: int,
-    scan_period: float = 0.1,
+    to_canonical: np.ndarray | None = None,
+    options: InputOptions = InputOptions(),  # noqa: B008 (frozen pydantic model)
 ) -> ScanFeatures:
     """Features of ``scans[index]`` from random-access data (a dataset), as the node would compute them.
 
@@ -215,10 +264,10 @@ def features_at(
     training sees exactly what the robot sees; nothing after ``index`` is read. ``scans`` may be any
     indexable that loads on access.
     """
-    window = ScanWindow(motion.num_past_scans, motion.voxel_size, scan_period=scan_period)
-    horizon = stamps[index] - (motion.num_past_scans + 0.5) * scan_period
+    window = ScanWindow(motion.num_past_scans, motion.voxel_size, scan_period=motion.period)
+    horizon = stamps[index] - (motion.num_past_scans + 0.5) * motion.period
     first = index
-    while first > 0 and index - first < 2 * motion.num_past_scans and stamps[first - 1] >= horizon:
+    while first > 0 and index - first < window.capacity - 1 and stamps[first - 1] >= horizon:
         first -= 1
     current = scans[index]
     for j in range(first, index + 1):
@@ -226,4 +275,4 @@ def features_at(
         finite = finite_rows(points)
         if finite.any() or j == index:  # the node skips scans with no usable point, too
             window.push(points[finite, :3], poses[j], stamps[j])
-    return compute_features(grid, motion, current, window)
+    return compute_features(grid, motion, current, window, to_canonical, options)

@@ -52,11 +52,22 @@ class PolarGrid(BaseModel):
         return (self.n_rho, self.n_phi, self.n_z)
 
 
-#: The presets' grids: `full` is MotionBEV's; `lite` (0.30 m × 2° × 0.375 m) is coarser for CPU real
-#: time. Its range bins are 3× MotionBEV's, its azimuth and height bins 2×: beyond ~9 m a 2° column is
-#: wider than 0.30 m anyway, and the network's time grows with the cell count (192 range bins cost
-#: ~15 % more inference time on the 2-core machine; benchmarks/model_speed.py).
+def ground_centred(n_z: int, z_size: float, below: int) -> tuple[float, float]:
+    """(z_min, z_max) of ``n_z`` height bins of ``z_size`` m with the canonical ground (z = −1.73 m,
+    pipeline/canonical.py) in the middle of bin ``below``: road points get a bin of their own, instead
+    of sharing one with the lowest 0.35 m of the cars on them (feature version 2)."""
+    z_min = -1.73 - (below + 0.5) * z_size
+    return round(z_min, 6), round(z_min + n_z * z_size, 6)
+
+
+#: The presets' grids: `full` is MotionBEV's in ρ and φ; `lite` (0.30 m × 2° × 0.375 m) is coarser for
+#: CPU real time. Its range bins are 3× MotionBEV's, its azimuth and height bins 2×: beyond ~9 m a 2°
+#: column is wider than 0.30 m anyway, and the network's time grows with the cell count (192 range bins
+#: cost ~15 % more inference time on the 2-core machine; benchmarks/model_speed.py). Both span about
+#: MotionBEV's −4 to 2 m in height, shifted so the ground lies mid-bin (:func:`ground_centred`).
+_FULL_Z = ground_centred(32, 0.1875, 12)
+_LITE_Z = ground_centred(16, 0.375, 5)
 GRIDS: dict[str, PolarGrid] = {
-    "full": PolarGrid(),
-    "lite": PolarGrid(n_rho=160, n_phi=180, n_z=16),
+    "full": PolarGrid(z_min=_FULL_Z[0], z_max=_FULL_Z[1]),
+    "lite": PolarGrid(n_rho=160, n_phi=180, n_z=16, z_min=_LITE_Z[0], z_max=_LITE_Z[1]),
 }

@@ -11,10 +11,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from kdmos_ros.errors import KdmosError
+from kdmos_ros.pipeline.canonical import GroundEstimate, GroundEstimator, Mounting
 from kdmos_ros.pipeline.features import compute_features
 from kdmos_ros.pipeline.runner import ModelRunner
 from kdmos_ros.pipeline.window import ScanWindow, finite_rows
@@ -24,7 +26,7 @@ LABEL_STATIC = 0
 LABEL_MOVING = 1
 LABEL_UNKNOWN = 255  # NaN/infinite points, points outside the grid, scans that could not be used
 
-STAGES = ("window", "features", "inference", "labels")
+STAGES = ("window", "ground", "features", "inference", "labels")
 
 
 class InvalidScanError(KdmosError):
@@ -41,6 +43,7 @@ class SegmentationResult:
     window_fill: tuple[int, int] = (0, 0)  # (past scans available, past scans the model uses)
     reset_reason: str | None = None  # why the window started over before this scan, if it did
     num_valid: int = 0  # points given to the network
+    ground: GroundEstimate | None = None  # the automatic mounting estimate of this scan, when used
 
     @property
     def window_full(self) -> bool:
@@ -71,22 +74,31 @@ def as_scan(points: np.ndarray) -> np.ndarray:
 
 
 class MotionSegmenter:
-    """Keeps the scan window of one sensor and labels each new scan with the model."""
+    """Keeps the scan window of one sensor and labels each new scan with the model.
+
+    The features are computed in the canonical frame (pipeline/canonical.py). Where the transform
+    into it comes from, first match wins: the ``to_canonical`` given to :meth:`process` (the node's
+    TF source), a fixed ``mounting`` (with ``sensor_origin`` for clouds in a vehicle frame), or the
+    automatic ground-plane estimate of :class:`GroundEstimator` (the default).
+    """
 
     def __init__(
         self,
         runner: ModelRunner,
         moving_threshold: float = 0.5,
         max_gap: float = 0.5,
-        scan_period: float = 0.1,
+        mounting: Mounting | None = None,
+        sensor_origin: np.ndarray | None = None,
     ) -> None:
         self.runner = runner
         self.contract = runner.contract
         self.moving_threshold = moving_threshold
         motion = self.contract.motion
         self.window = ScanWindow(
-            motion.num_past_scans, motion.voxel_size, scan_period=scan_period, max_gap=max_gap
+            motion.num_past_scans, motion.voxel_size, scan_period=motion.period, max_gap=max_gap
         )
+        self.ground = GroundEstimator(origin=sensor_origin)
+        self.set_mounting(mounting, sensor_origin)
 
     @classmethod
     def from_path(
@@ -94,16 +106,31 @@ class MotionSegmenter:
         path: str | Path,
         provider: str = "auto",
         log: Callable[[str], None] | None = None,
-        **options: float,
+        **options: Any,
     ) -> MotionSegmenter:
         return cls(ModelRunner(path, provider=provider, log=log), **options)
 
+    @property
+    def uses_frame(self) -> bool:
+        """Whether the model's features are in the canonical frame (else the transform is unused)."""
+        return self.contract.input_options.frame == "canonical"
+
+    def set_mounting(self, mounting: Mounting | None, sensor_origin: np.ndarray | None = None) -> None:
+        """Use a fixed mounting from now on, or (None) estimate it from the scans, starting afresh."""
+        self.mounting = mounting
+        self.fixed_frame = None if mounting is None else mounting.to_canonical(sensor_origin)
+        self.ground = GroundEstimator(origin=sensor_origin)
+
     def reset(self) -> None:
-        """Forget past scans (e.g. the robot was teleported or the bag restarted)."""
+        """Forget past scans (e.g. the robot was teleported or the bag restarted); the mounting
+        estimate stays, as the sensor has not moved on the robot."""
         self.window.clear()
 
-    def process(self, points: np.ndarray, pose: np.ndarray, stamp: float) -> SegmentationResult:
-        """Label one scan. ``pose`` is odom ← LiDAR at ``stamp`` (seconds); points in the LiDAR frame."""
+    def process(
+        self, points: np.ndarray, pose: np.ndarray, stamp: float, to_canonical: np.ndarray | None = None
+    ) -> SegmentationResult:
+        """Label one scan. ``pose`` is odom ← cloud frame at ``stamp`` (seconds); ``to_canonical``
+        (4 × 4, canonical ← cloud frame) overrides the segmenter's own mounting."""
         scan = as_scan(points)
         n = len(scan)
         labels = np.full(n, LABEL_UNKNOWN, dtype=np.uint8)
@@ -116,11 +143,31 @@ class MotionSegmenter:
         if not finite.any():
             # Nothing to compare later scans against: leave the window as it was.
             return SegmentationResult(labels, moving_prob, window_fill=self.window.fill(offsets))
-        reason = self.window.push(scan[:, :3] if finite.all() else scan[finite, :3], pose, stamp)
+        xyz = scan[:, :3] if finite.all() else scan[finite, :3]
+        reason = self.window.push(xyz, pose, stamp)
         timings["window"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        features = compute_features(self.contract.grid, self.contract.motion, scan, self.window)
+        ground = None
+        if not self.uses_frame:
+            to_canonical = None  # a model trained in the sensor's own frame
+        elif to_canonical is None:
+            if self.fixed_frame is not None:
+                to_canonical = self.fixed_frame
+            else:
+                ground = self.ground.update(xyz)
+                to_canonical = self.ground.to_canonical()
+        timings["ground"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        features = compute_features(
+            self.contract.grid,
+            self.contract.motion,
+            scan,
+            self.window,
+            to_canonical,
+            self.contract.input_options,
+        )
         timings["features"] = time.perf_counter() - start
 
         num_valid = int(features.valid.sum())
@@ -145,4 +192,5 @@ class MotionSegmenter:
             window_fill=(sum(features.offsets_available), len(offsets)),
             reset_reason=reason,
             num_valid=num_valid,
+            ground=ground,
         )

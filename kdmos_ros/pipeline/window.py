@@ -109,11 +109,17 @@ class ScanWindow:
         self.max_gap = max_gap
         self.max_speed = max_speed
         self.max_angular_speed = max_angular_speed
-        # Twice the needed depth bounds memory while tolerating a faster sensor or jittery stamps.
-        self._scans: deque[WindowScan] = deque(maxlen=2 * max_offset + 1)
+        # Bounds memory while holding enough scans of a sensor up to four times faster than the
+        # offset period (a 20 Hz LiDAR with 0.1 s offsets needs twice the depth).
+        self._scans: deque[WindowScan] = deque(maxlen=self.capacity)
 
     def __len__(self) -> int:
         return len(self._scans)
+
+    @property
+    def capacity(self) -> int:
+        """Most scans held at once."""
+        return 4 * self.max_offset + 1
 
     @property
     def newest(self) -> WindowScan | None:

@@ -121,6 +121,7 @@ class NodeHealth:
         self._latency: deque[float] = deque(maxlen=200)
         self._processing: deque[float] = deque(maxlen=200)
         self._window_fill: tuple[int, int] | None = None
+        self._mounting = "n/a"
         self._started: float | None = None
 
     def start(self, now: float) -> None:
@@ -159,6 +160,7 @@ class NodeHealth:
             if outcome.result is not None:
                 self._processing.append(sum(outcome.result.timings.values()))
                 self._window_fill = outcome.result.window_fill
+                self._mounting = outcome.mounting
             for problem in outcome.problems:
                 self.counts[f"problem.{problem.key}"] += 1
                 if problem.key == "window_reset":
@@ -197,6 +199,7 @@ class NodeHealth:
             last_input = self._input.last
             counts = dict(self.counts)
             fill = self._window_fill
+            mounting = self._mounting
             observed = now - self._started if self._started is not None else 0.0
 
         def ms(values: np.ndarray, q: float) -> str:
@@ -219,6 +222,7 @@ class NodeHealth:
             ("window_resets", str(counts.get("window_resets", 0))),
             ("window_fill", f"{fill[0]}/{fill[1]}" if fill else "n/a"),
             ("pose_source", self.pose_source),
+            ("mounting", mounting),
             ("provider", self.provider),
             ("model", self.model),
             ("moving_threshold", f"{moving_threshold:g}"),

@@ -11,7 +11,10 @@ therefore passes :meth:`NodeLaunch.typed_parameters` with each string wrapped in
 ``launch_ros.parameter_descriptions.ParameterValue(value, value_type=str)``.
 
 Empty arguments mean "leave it to params_file". ``sensor:=vlp16`` reads a sensor preset
-(``config/sensors/*.yaml``): the driver's cloud topic and the spin rate (``scan_rate``).
+(``config/sensors/*.yaml``): the driver's cloud topic and the spin rate (``scan_rate``), not its
+mounting (the preset's height is where the simulator puts it, not where your robot carries it).
+``mounting_height``/``mounting_roll``/``mounting_pitch`` imply ``mounting:=fixed``, ``base_frame``
+implies ``mounting:=tf``, unless ``mounting`` says otherwise.
 """
 
 from __future__ import annotations
@@ -64,9 +67,31 @@ def node_launch(
     fixed_frame: str = "",
     use_sim_time: str = "false",
     odom_topic: str = "",
+    mounting: str = "",
+    mounting_height: str = "",
+    mounting_roll: str = "",
+    mounting_pitch: str = "",
+    base_frame: str = "",
+    sensor_frame: str = "",
 ) -> NodeLaunch:
     """Remappings and overrides for the launch arguments (all strings, as launch gives them)."""
     parameters: dict[str, Any] = {"use_sim_time": launch_bool(use_sim_time, "use_sim_time")}
+    implied = ""
+    for name, text in (
+        ("mounting_height", mounting_height),
+        ("mounting_roll", mounting_roll),
+        ("mounting_pitch", mounting_pitch),
+    ):
+        if text.strip():
+            parameters[name] = SPECS[name].check(_number(text, name))
+            implied = "fixed"
+    if base_frame.strip():
+        parameters["base_frame"] = base_frame.strip()
+        implied = implied or "tf"
+    if sensor_frame.strip():
+        parameters["sensor_frame"] = sensor_frame.strip()
+    if mounting.strip() or implied:
+        parameters["mounting"] = SPECS["mounting"].check(mounting.strip() or implied)
     topic = cloud_topic.strip()
     if sensor.strip():
         preset = load_sensor(sensor.strip())
@@ -83,3 +108,10 @@ def node_launch(
     if fixed_frame.strip():
         parameters["fixed_frame"] = fixed_frame.strip()
     return NodeLaunch(remappings, parameters, fixed_frame.strip() or str(SPECS["fixed_frame"].default))
+
+
+def _number(text: str, name: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ParameterError(f"launch argument {name} must be a number, got {text!r}") from None

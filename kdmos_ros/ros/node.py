@@ -52,6 +52,7 @@ from kdmos_ros.errors import KdmosError
 from kdmos_ros.io.pointcloud2 import EncodedCloud, as_byte_array, to_message
 from kdmos_ros.odometry import transform_to_pose
 from kdmos_ros.ros.health import ERROR, OK, WARN, NodeHealth
+from kdmos_ros.ros.mounting import MountingSource
 from kdmos_ros.ros.params import (
     CLOUD_TOPIC,
     LABELED_TOPIC,
@@ -121,7 +122,7 @@ class KdmosNode(Node):
         # TF only where a pose source reads it (tf, and odometry for the sensor's mounting).
         self._tf_buffer: Buffer | None = None
         self._tf_listener: TransformListener | None = None
-        if settings.pose_source in ("tf", "odometry"):
+        if settings.pose_source in ("tf", "odometry") or settings.mounting == "tf" or settings.sensor_frame:
             self._tf_buffer = Buffer()
             self._tf_listener = TransformListener(self._tf_buffer, self)
         odom_topic = ODOM_TOPIC
@@ -146,7 +147,14 @@ class KdmosNode(Node):
                 "so moving objects are found far less reliably; use tf, odometry or lidar if you can"
             )
 
-        self._processor = CloudProcessor(segmenter, self._poses, settings, clock=self._now_ns)
+        mounting = MountingSource(settings, self._lookup_transform if self._tf_buffer is not None else None)
+        log.info(
+            f"mounting: {settings.mounting}"
+            + (f" (base_frame {settings.base_frame})" if settings.mounting == "tf" else "")
+        )
+        self._processor = CloudProcessor(
+            segmenter, self._poses, settings, clock=self._now_ns, mounting=mounting
+        )
         self._slot = LatestScan()
         self._labeled_pub = self.create_publisher(PointCloud2, LABELED_TOPIC, OUTPUT_QOS)
         self._moving_pub = self.create_publisher(PointCloud2, MOVING_TOPIC, OUTPUT_QOS)

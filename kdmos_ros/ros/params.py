@@ -31,6 +31,8 @@ STATIC_TOPIC = "~/static_points"
 
 #: Where pose_source can get odom ← LiDAR from; see kdmos_ros.ros.poses.
 POSE_SOURCES = ("tf", "odometry", "lidar", "static", "none")
+#: Where the sensor's mounting (the canonical frame of the features) comes from; see kdmos_ros.ros.mounting.
+MOUNTING_SOURCES = ("auto", "fixed", "tf")
 #: ONNX Runtime execution providers (kdmos_ros.pipeline.runner.PROVIDERS), "auto" = fastest available.
 PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
 #: The shipped model, relative to the package's share directory (also `kdmos bench`'s default).
@@ -132,10 +134,74 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "never map: loop closures make map jump, and a jump looks like motion.",
     ),
     ParamSpec(
+        "mounting",
+        "auto",
+        "Where the sensor's height and tilt come from (the network sees every sensor as a level one "
+        "1.73 m above the ground): auto (a ground-plane fit on the scans, smoothed; the diagnostics "
+        "say when it is unsure), fixed (mounting_height, mounting_roll, mounting_pitch), tf (the "
+        "cloud frame's pose in base_frame).",
+        choices=MOUNTING_SOURCES,
+    ),
+    ParamSpec(
+        "mounting_height",
+        1.73,
+        "mounting fixed: the sensor's height above the ground (m).",
+        limits=(0.05, 20.0),
+    ),
+    ParamSpec(
+        "mounting_roll",
+        0.0,
+        "mounting fixed: the sensor's roll (deg, REP-103: positive lowers its left side).",
+        limits=(-45.0, 45.0),
+    ),
+    ParamSpec(
+        "mounting_pitch",
+        0.0,
+        "mounting fixed: the sensor's pitch (deg, REP-103: positive tilts it to look down).",
+        limits=(-45.0, 45.0),
+    ),
+    ParamSpec(
+        "base_frame",
+        "base_footprint",
+        "mounting tf: a vehicle frame that is level with z up (REP-105 base_footprint); the cloud "
+        "frame's transform into it gives the sensor's tilt and height.",
+    ),
+    ParamSpec(
+        "base_height",
+        0.0,
+        "mounting tf: height of base_frame's origin above the ground (m): 0 for base_footprint, "
+        "the axle height for a base_link at the axle.",
+        limits=(-5.0, 20.0),
+    ),
+    ParamSpec(
+        "sensor_frame",
+        "",
+        "Clouds published in a vehicle frame (base_link, or several LiDARs merged): the frame of the "
+        "sensor the features are centred on, looked up in TF. Empty: sensor_x/y/z.",
+    ),
+    ParamSpec(
+        "sensor_x",
+        0.0,
+        "The sensor's x in the cloud frame (m), when sensor_frame is empty.",
+        limits=(-100.0, 100.0),
+    ),
+    ParamSpec(
+        "sensor_y",
+        0.0,
+        "The sensor's y in the cloud frame (m), when sensor_frame is empty.",
+        limits=(-100.0, 100.0),
+    ),
+    ParamSpec(
+        "sensor_z",
+        0.0,
+        "The sensor's z in the cloud frame (m), when sensor_frame is empty.",
+        limits=(-100.0, 100.0),
+    ),
+    ParamSpec(
         "scan_rate",
         10.0,
-        "Nominal scan rate of the LiDAR in Hz (spin rate). The model compares scans a fixed number "
-        "of periods apart, and diagnostics expect this input rate.",
+        "Nominal scan rate of the LiDAR in Hz (spin rate), which the diagnostics expect. The model "
+        "compares scans 0.1 s apart whatever the rate.",
         limits=(1.0, 100.0),
     ),
     ParamSpec(
@@ -223,6 +289,16 @@ class NodeSettings:
     inference_threads: int = 0
     pose_source: str = "tf"
     fixed_frame: str = "odom"
+    mounting: str = "auto"
+    mounting_height: float = 1.73
+    mounting_roll: float = 0.0
+    mounting_pitch: float = 0.0
+    base_frame: str = "base_footprint"
+    base_height: float = 0.0
+    sensor_frame: str = ""
+    sensor_x: float = 0.0
+    sensor_y: float = 0.0
+    sensor_z: float = 0.0
     scan_rate: float = 10.0
     max_gap: float = 0.5
     odom_max_gap: float = 0.2
@@ -249,10 +325,6 @@ class NodeSettings:
             checked[name] = spec.check(value)
         return replace(self, **checked)
 
-    @property
-    def scan_period(self) -> float:
-        return 1.0 / self.scan_rate
-
 
 def settings_from(values: Mapping[str, Any]) -> NodeSettings:
     """Checked settings from parameter values (missing ones take their defaults)."""
@@ -266,6 +338,8 @@ def settings_from(values: Mapping[str, Any]) -> NodeSettings:
             f"lidar_min_range ({settings.lidar_min_range:g} m) must be below lidar_max_range "
             f"({settings.lidar_max_range:g} m)"
         )
+    if settings.mounting == "tf" and not settings.base_frame.strip("/"):
+        raise ParameterError("base_frame is empty; mounting tf needs the vehicle frame (base_footprint)")
     if settings.pose_source == "tf" and not settings.fixed_frame.strip("/"):
         raise ParameterError("fixed_frame is empty; pose_source tf needs a frame to align scans in (odom)")
     return settings

@@ -41,6 +41,7 @@ from kdmos_ros.pipeline.segmenter import (
     SegmentationResult,
 )
 from kdmos_ros.pipeline.window import InvalidPoseError, finite_rows
+from kdmos_ros.ros.mounting import MountingSource
 from kdmos_ros.ros.params import NodeSettings, model_file
 from kdmos_ros.ros.poses import PoseNotReady, PoseSource, PoseUnavailable
 
@@ -94,6 +95,7 @@ class ScanOutcome:
     result: SegmentationResult | None = None
     has_pose: bool = False
     latency: float = 0.0  # arrival to outputs ready, wall seconds
+    mounting: str = ""  # the mounting the scan was labelled with, in words
 
 
 class LatestScan:
@@ -156,7 +158,6 @@ def load_segmenter(settings: NodeSettings, log: Callable[[str], None] | None = N
         runner,
         moving_threshold=settings.moving_threshold,
         max_gap=settings.max_gap,
-        scan_period=settings.scan_period,
     )
 
 
@@ -177,10 +178,12 @@ class CloudProcessor:
         clock: Callable[[], int],
         wall: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        mounting: MountingSource | None = None,
     ) -> None:
         self.segmenter = segmenter
         self.poses = poses
         self.settings = settings
+        self.mounting = mounting if mounting is not None else MountingSource(settings)
         self._clock = clock
         self._wall = wall
         self._sleep = sleep
@@ -330,8 +333,10 @@ class CloudProcessor:
         segmenter.moving_threshold = settings.moving_threshold
         if not self.poses.keeps_window:
             segmenter.reset()
+        to_canonical, problems = self.mounting.prepare(segmenter, outcome.frame_id)
+        outcome.problems.extend(Problem("mounting", message) for message in problems)
         try:
-            result = segmenter.process(points, pose, stamp * 1e-9)
+            result = segmenter.process(points, pose, stamp * 1e-9, to_canonical)
         except InvalidPoseError as error:
             outcome.has_pose = False
             outcome.problems.append(
@@ -339,6 +344,17 @@ class CloudProcessor:
             )
             return None
         outcome.result = result
+        outcome.mounting = self.mounting.describe(
+            segmenter, result, outcome.frame_id, to_canonical is not None
+        )
+        if result.ground is not None and not result.ground.confident:
+            outcome.problems.append(
+                Problem(
+                    "ground",
+                    f"automatic mounting estimate unsure ({result.ground.problem}); keeping "
+                    f"{result.ground.describe()}. Set mounting:=fixed or tf if this persists",
+                )
+            )
         if result.reset_reason is not None:
             outcome.problems.append(
                 Problem("window_reset", f"motion window restarted: {result.reset_reason}")

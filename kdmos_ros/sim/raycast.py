@@ -7,7 +7,9 @@ its horizontal track depends only on the azimuth column, its height ``s · tan e
 A box or cylinder is hit on the interval where the column's horizontal interval (a 2-D slab or
 circle test, one value per column) meets the beam's height interval (one value per beam), so the
 per-ray work is one max/min of two broadcast vectors. Ellipsoids need a quadratic per ray, whose
-coefficients are again sums of a per-column and a per-beam term.
+coefficients are again sums of a per-column and a per-beam term. A tilted sensor (roll or pitch
+in its mounting) breaks the separation: each ray then has its own elevation and azimuth in the
+level frame, held as full beams × columns arrays, and the same formulas run element-wise.
 
 Speed comes from culling rather than from testing everything: only primitives within range are
 considered, each only against the block of rays its bounding circle subtends (a window of azimuth
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kdmos_ros.pipeline.canonical import rotation_from_roll_pitch
 from kdmos_ros.sim.sensors import SensorPreset
 
 __all__ = [
@@ -105,7 +108,12 @@ class Primitives:
 
 @dataclass(frozen=True)
 class RayGrid:
-    """The rays of one revolution: beams (rows) × azimuth columns, in the sensor frame."""
+    """The rays of one revolution: beams (rows) × azimuth columns.
+
+    ``tan_e`` … ``sin_a`` describe each ray in the sensor's own frame (where the points are written).
+    The ``ray_*`` arrays describe it in the level frame the world is cast in: shapes (beams, 1) and
+    (1, columns) for a level sensor, (beams, columns) for a tilted one; all broadcast together.
+    """
 
     tan_e: np.ndarray  # per beam, top beam first
     cos_e: np.ndarray
@@ -115,25 +123,76 @@ class RayGrid:
     max_range: float
     min_range: float
     height: float  # above the road plane
+    ray_tan: np.ndarray  # tan of each ray's elevation in the level frame
+    ray_cos: np.ndarray  # cos of that elevation
+    ray_ca: np.ndarray  # cos, sin of each ray's level-frame azimuth
+    ray_sa: np.ndarray
+    beam_tan_min: np.ndarray  # per beam: the lowest and highest ray_tan over its columns
+    beam_tan_max: np.ndarray
+    column_slack: float  # most columns a ray's level-frame azimuth lies from its own column
 
     @staticmethod
     def from_sensor(sensor: SensorPreset) -> RayGrid:
         elevation = sensor.elevations
         azimuth = sensor.azimuths
+        tan_e, cos_e = np.tan(elevation), np.cos(elevation)
+        cos_a, sin_a = np.cos(azimuth), np.sin(azimuth)
+        roll, pitch = math.radians(sensor.mounting_roll_deg), math.radians(sensor.mounting_pitch_deg)
+        if roll == 0.0 and pitch == 0.0:
+            ray_tan, ray_cos = tan_e[:, None], cos_e[:, None]
+            ray_ca, ray_sa = cos_a[None, :], sin_a[None, :]
+            slack = 0.0
+        else:
+            direction = np.stack(
+                [
+                    cos_e[:, None] * cos_a[None, :],
+                    cos_e[:, None] * sin_a[None, :],
+                    np.repeat(np.sin(elevation)[:, None], len(azimuth), axis=1),
+                ],
+                axis=-1,
+            )
+            level = direction @ rotation_from_roll_pitch(roll, pitch).T
+            horizontal = np.hypot(level[..., 0], level[..., 1])
+            ray_tan = level[..., 2] / horizontal
+            ray_cos = horizontal  # the directions are unit vectors
+            ray_ca, ray_sa = level[..., 0] / horizontal, level[..., 1] / horizontal
+            shift = np.angle(np.exp(1j * (np.arctan2(ray_sa, ray_ca) - azimuth[None, :])))
+            slack = float(np.abs(shift).max()) / (2.0 * math.pi / len(azimuth))
         return RayGrid(
-            tan_e=np.tan(elevation),
-            cos_e=np.cos(elevation),
+            tan_e=tan_e,
+            cos_e=cos_e,
             azimuth=azimuth,
-            cos_a=np.cos(azimuth),
-            sin_a=np.sin(azimuth),
+            cos_a=cos_a,
+            sin_a=sin_a,
             max_range=sensor.max_range_m,
             min_range=sensor.min_range_m,
             height=sensor.mounting_height_m,
+            ray_tan=ray_tan,
+            ray_cos=ray_cos,
+            ray_ca=ray_ca,
+            ray_sa=ray_sa,
+            beam_tan_min=ray_tan.min(axis=1),
+            beam_tan_max=ray_tan.max(axis=1),
+            column_slack=slack,
         )
 
     @property
     def shape(self) -> tuple[int, int]:
         return len(self.tan_e), len(self.azimuth)
+
+    def block(self, array: np.ndarray, b0: int, b1: int, c0: int, c1: int) -> np.ndarray:
+        """Rows b0:b1 and columns c0:c1 of a ``ray_*`` array, keeping its broadcast axes."""
+        rows = slice(b0, b1) if array.shape[0] > 1 else slice(None)
+        columns = slice(c0, c1) if array.shape[1] > 1 else slice(None)
+        return array[rows, columns]
+
+    def level_rays(self, beam: np.ndarray, column: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cos elevation, cos azimuth, sin azimuth) in the level frame of the rays (beam, column)."""
+
+        def pick(array: np.ndarray) -> np.ndarray:
+            return array[beam if array.shape[0] > 1 else 0, column if array.shape[1] > 1 else 0]
+
+        return pick(self.ray_cos), pick(self.ray_ca), pick(self.ray_sa)
 
 
 @dataclass(frozen=True)
@@ -164,13 +223,13 @@ def _column_spans(lo: float, hi: float, n: int) -> list[tuple[int, int]]:
 def cast(grid: RayGrid, prims: Primitives, x: float, y: float, yaw: float) -> CastResult:
     """First hits of every ray of a sensor at (x, y, ``grid.height``) heading ``yaw`` (world frame)."""
     n_cols = grid.shape[1]
-    tan_e = grid.tan_e
-    s_max = grid.max_range * grid.cos_e  # horizontal distance at which each beam runs out of range
+    tan_e = grid.ray_tan
+    s_max = grid.max_range * grid.ray_cos  # horizontal distance at which each ray runs out of range
     with np.errstate(divide="ignore"):
         s_ground = np.where(tan_e < 0.0, grid.height / -tan_e, np.inf)
     reach_ground = s_ground <= s_max
-    depth = np.repeat(np.where(reach_ground, s_ground, s_max)[:, None], n_cols, axis=1)
-    hit = np.repeat(np.where(reach_ground, HIT_GROUND, HIT_NONE).astype(np.int32)[:, None], n_cols, axis=1)
+    depth = np.broadcast_to(np.where(reach_ground, s_ground, s_max), grid.shape).copy()
+    hit = np.broadcast_to(np.where(reach_ground, HIT_GROUND, HIT_NONE).astype(np.int32), grid.shape).copy()
 
     # Primitives in the sensor frame (level sensor: a rotation about z and a shift).
     cy, sy = math.cos(yaw), math.sin(yaw)
@@ -192,8 +251,8 @@ def cast(grid: RayGrid, prims: Primitives, x: float, y: float, yaw: float) -> Ca
     inside = dc <= rc
     half = np.arcsin(np.clip(rc / np.maximum(dc, 1e-9), 0.0, 1.0))
     centre_col = (np.arctan2(lyc, lxc) + math.pi) / step - 0.5
-    col_lo = centre_col - half / step
-    col_hi = centre_col + half / step
+    col_lo = centre_col - half / step - grid.column_slack
+    col_hi = centre_col + half / step + grid.column_slack
     d_near = np.maximum(dc - rc, 1e-6)
     d_far = dc + rc
     z0r = prims.z0[candidates] - grid.height
@@ -202,9 +261,9 @@ def cast(grid: RayGrid, prims: Primitives, x: float, y: float, yaw: float) -> Ca
     tan_hi = np.where(z1r > 0.0, z1r / d_near, z1r / d_far)
     tan_lo = np.where(inside, -np.inf, tan_lo)
     tan_hi = np.where(inside, np.inf, tan_hi)
-    neg_tan = -tan_e  # ascending, for searchsorted
-    beam_lo = np.searchsorted(neg_tan, -tan_hi, side="left")
-    beam_hi = np.searchsorted(neg_tan, -tan_lo, side="right")
+    # Beams some of whose rays fall between tan_lo and tan_hi (both bounds decrease down the beams).
+    beam_lo = np.searchsorted(-grid.beam_tan_min, -tan_hi, side="left")
+    beam_hi = np.searchsorted(-grid.beam_tan_max, -tan_lo, side="right")
     yaw_rel = prims.yaw[candidates] - yaw
     kinds = prims.kind[candidates]
     a_all, b_all = prims.a[candidates], prims.b[candidates]
@@ -259,9 +318,9 @@ def _entry(
 
     Coordinates are relative to the sensor (sensor at the origin, z measured from its height).
     """
-    ca = grid.cos_a[c0:c1]
-    sa = grid.sin_a[c0:c1]
-    tan_e = grid.tan_e[b0:b1]
+    ca = grid.block(grid.ray_ca, b0, b1, c0, c1)
+    sa = grid.block(grid.ray_sa, b0, b1, c0, c1)
+    tan_e = grid.block(grid.ray_tan, b0, b1, c0, c1)
     if kind == ELLIPSOID:
         ox, oy, dxl, dyl = _ray_in_frame(ca, sa, cx, cy, yaw)
         # Scaled so that the horizontal ellipse (semi-axes a, b) is the unit circle.
@@ -289,8 +348,8 @@ def _entry(
     level = z0 <= 0.0 <= z1
     v_in = np.where(flat, -np.inf if level else np.inf, np.minimum(v1, v2))
     v_out = np.where(flat, np.inf if level else -np.inf, np.maximum(v1, v2))
-    enter = np.maximum(h_in[None, :], v_in[:, None])
-    leave = np.minimum(h_out[None, :], v_out[:, None])
+    enter = np.maximum(h_in, v_in)
+    leave = np.minimum(h_out, v_out)
     return np.where((enter < leave) & (enter > 0.0), enter, np.inf)
 
 
@@ -316,8 +375,8 @@ def _ellipsoid_entry(
     oz = -0.5 * (z0 + z1) / c
     dzl = tan_e / c
     # |o + s·d|² = 1 in the unit-sphere frame; quadratic coefficients split into column and beam terms.
-    qa = (dxl * dxl + dyl * dyl)[None, :] + (dzl * dzl)[:, None]
-    qb = (ox * dxl + oy * dyl)[None, :] + (oz * dzl)[:, None]  # half of the linear coefficient
+    qa = dxl * dxl + dyl * dyl + dzl * dzl
+    qb = ox * dxl + oy * dyl + oz * dzl  # half of the linear coefficient
     qc = ox * ox + oy * oy + oz * oz - 1.0
     disc = qb * qb - qa * qc
     enter = (-qb - np.sqrt(np.maximum(disc, 0.0))) / qa

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from kdmos_ros.errors import KdmosError
 from kdmos_ros.paths import share_dir
+from kdmos_ros.pipeline.canonical import Mounting
 from kdmos_ros.sim.classes import SURFACE_INDEX
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
     "load_sensor",
     "preset_dir",
     "preset_names",
+    "random_sensor",
+    "with_mounting",
 ]
 
 
@@ -72,7 +75,9 @@ class SensorPreset(BaseModel):
 
     Beams are given either as ``elevations_deg`` (any list, for sensors with irregular spacing) or
     as ``beam_blocks`` (evenly spaced groups). Rays of one azimuth column fire together; the sensor
-    sits ``mounting_height_m`` above the road, level with it.
+    sits ``mounting_height_m`` above the road, tilted by ``mounting_roll_deg`` and
+    ``mounting_pitch_deg`` (REP-103 angles: a positive pitch looks down). Intensities are reflectivities
+    in 0..1 times ``intensity_scale`` (255 for a driver publishing 8-bit values).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -88,7 +93,10 @@ class SensorPreset(BaseModel):
     max_range_m: float = Field(gt=0.0)
     range_noise_m: float = Field(ge=0.0)
     dropout: float = Field(ge=0.0, lt=1.0)
-    mounting_height_m: float = Field(gt=0.0)
+    mounting_height_m: float = Field(gt=0.0, le=20.0)
+    mounting_roll_deg: float = Field(0.0, ge=-15.0, le=15.0)
+    mounting_pitch_deg: float = Field(0.0, ge=-15.0, le=15.0)
+    intensity_scale: float = Field(1.0, gt=0.0)
     intensity_range_falloff: float = Field(ge=0.0, le=1.0)
     intensity_noise: float = Field(ge=0.0, le=1.0)
     intensity: dict[str, IntensityModel]
@@ -109,6 +117,14 @@ class SensorPreset(BaseModel):
         if missing or unknown:
             raise ValueError(f"intensity surfaces: missing {missing}, unknown {unknown}")
         return self
+
+    @property
+    def mounting(self) -> Mounting:
+        return Mounting(
+            height_m=self.mounting_height_m,
+            roll_deg=self.mounting_roll_deg,
+            pitch_deg=self.mounting_pitch_deg,
+        )
 
     @property
     def elevations(self) -> np.ndarray:
@@ -156,9 +172,15 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
 
 
-def load_sensor(name_or_path: str | Path) -> SensorPreset:
-    """A shipped preset by name (``hdl64``) or any preset YAML file by path."""
+def load_sensor(name_or_path: str | Path, seed: int = 0) -> SensorPreset:
+    """A shipped preset by name (``hdl64``), any preset YAML file by path, or ``random``: a sensor
+    drawn by :func:`random_sensor` from ``seed`` (``random:N`` draws it from N)."""
     text = str(name_or_path)
+    if text == "random" or text.startswith("random:"):
+        number = text.partition(":")[2] or str(seed)
+        if not number.isdigit():
+            raise SensorError(f"random sensor seed must be a non-negative integer, got {number!r}")
+        return random_sensor(int(number))
     path = Path(text)
     if not (text.endswith((".yaml", ".yml")) or path.is_file()):
         path = preset_dir() / f"{text}.yaml"
@@ -178,3 +200,90 @@ def load_sensor(name_or_path: str | Path) -> SensorPreset:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "preset"
         raise SensorError(f"{path}: {where}: {first['msg']}") from None
+
+
+def with_mounting(
+    sensor: SensorPreset, height: float | None = None, roll: float | None = None, pitch: float | None = None
+) -> SensorPreset:
+    """The same sensor mounted elsewhere: the given height (m), roll and pitch (deg) replace its own."""
+    changes = {
+        key: value
+        for key, value in (
+            ("mounting_height_m", height),
+            ("mounting_roll_deg", roll),
+            ("mounting_pitch_deg", pitch),
+        )
+        if value is not None
+    }
+    if not changes:
+        return sensor
+    try:
+        return SensorPreset.model_validate({**sensor.model_dump(), **changes})
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise SensorError(f"{sensor.name}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+#: Rays per revolution a random sensor may have (an OS1-128 at 2048 columns has 262,144).
+_MAX_RAYS = 300_000
+
+
+def random_sensor(seed: int) -> SensorPreset:
+    """A spinning LiDAR drawn at random, for training a model that is not tied to one sensor.
+
+    Covers what robots and cars carry: 16 to 128 beams over a narrow (VLP-16), tall (HDL-64) or
+    wide (OS0) vertical field of view, spaced evenly, in two blocks or bunched at the horizon;
+    0.1-0.4 deg azimuth steps; 10 or 20 Hz; mounted 0.4-2.5 m high and tilted up to 5 deg in roll
+    and pitch; range noise, dropout, darker or brighter surfaces and intensity published as 0..1,
+    0..100 or 0..255. The same seed gives the same sensor.
+    """
+    rng = np.random.default_rng([seed, 0x5E7])
+    beams = int(rng.choice([16, 24, 32, 40, 64, 96, 128]))
+    if rng.random() < 0.15:  # dome-like wide field of view (OS0, Pandar QT)
+        top, bottom = float(rng.uniform(30.0, 45.0)), float(rng.uniform(-45.0, -30.0))
+    else:
+        top, bottom = float(rng.uniform(2.0, 22.5)), float(rng.uniform(-30.0, -10.0))
+    spacing = str(rng.choice(["uniform", "blocks", "bunched"]))
+    if spacing == "uniform":
+        elevations = np.linspace(top, bottom, beams)
+    elif spacing == "blocks":  # a finer upper block, as the HDL-64's
+        split = float(rng.uniform(0.3, 0.6)) * (top - bottom) + bottom
+        upper = beams // 2
+        elevations = np.concatenate(
+            [np.linspace(top, split, upper), np.linspace(split - 0.5, bottom, beams - upper)]
+        )
+    else:  # dense around the horizon, sparse towards the edges, as the VLP-32C's
+        u = np.linspace(-1.0, 1.0, beams)
+        gamma = float(rng.uniform(1.5, 3.0))
+        centre = float(rng.uniform(-3.0, 0.0))
+        bunched = np.sign(u) * np.abs(u) ** gamma
+        elevations = centre + np.where(u >= 0, top - centre, centre - bottom) * bunched
+    rate = 20.0 if rng.random() < 0.3 else 10.0
+    step = float(rng.uniform(0.1, 0.4)) * rate / 10.0
+    step = max(step, 360.0 * beams / _MAX_RAYS)
+    brightness = float(rng.uniform(0.4, 1.4))
+    base = load_sensor("hdl64").intensity
+    intensity = {
+        name: IntensityModel(mean=float(np.clip(model.mean * brightness, 0.0, 1.0)), sd=model.sd)
+        for name, model in base.items()
+    }
+    return SensorPreset(
+        name=f"random-{seed}",
+        description=f"random sensor {seed}: {beams} beams ({spacing}), {top:.1f} to {bottom:.1f} deg, "
+        f"{rate:g} Hz",
+        source="kdmos_ros.sim.sensors.random_sensor",
+        elevations_deg=[round(float(e), 4) for e in np.sort(elevations)[::-1]],
+        azimuth_step_deg=round(step, 5),
+        rate_hz=rate,
+        min_range_m=round(float(rng.uniform(0.3, 2.5)), 2),
+        max_range_m=round(float(rng.uniform(80.0, 200.0)), 1),
+        range_noise_m=round(float(rng.uniform(0.01, 0.04)), 3),
+        dropout=round(float(rng.uniform(0.0, 0.15)), 3),
+        mounting_height_m=round(float(rng.uniform(0.4, 2.5)), 3),
+        mounting_roll_deg=round(float(rng.uniform(-5.0, 5.0)), 2),
+        mounting_pitch_deg=round(float(rng.uniform(-5.0, 5.0)), 2),
+        intensity_scale=float(rng.choice([1.0, 100.0, 255.0])),
+        intensity_range_falloff=round(float(rng.uniform(0.0, 0.5)), 2),
+        intensity_noise=round(float(rng.uniform(0.02, 0.1)), 3),
+        intensity=intensity,
+    )

@@ -26,8 +26,9 @@ from os import PathLike
 from pathlib import Path
 
 import numpy as np
+import yaml
 
-from kdmos_ros.io.semantickitti import SemanticKittiWriter, create_sequence
+from kdmos_ros.io.semantickitti import SENSOR_FILE, SemanticKittiWriter, create_sequence
 from kdmos_ros.sim.classes import moving_semantic_lut, semantic_lut
 from kdmos_ros.sim.layout import StreetLayout
 from kdmos_ros.sim.raycast import HIT_NONE, Primitives, RayGrid, cast
@@ -77,9 +78,12 @@ def _pose_matrix(x: float, y: float, z: float, yaw: float) -> np.ndarray:
 
 
 class Simulation:
-    """A seeded drive of ``scans`` scans with ``sensor``; render scans with :meth:`scan`."""
+    """A seeded drive of ``scans`` scans with ``sensor``; render scans with :meth:`scan`.
 
-    def __init__(self, sensor: SensorPreset, seed: int, scans: int) -> None:
+    ``traffic`` scales how many road users move around the ego (:class:`Traffic`'s ``density``).
+    """
+
+    def __init__(self, sensor: SensorPreset, seed: int, scans: int, traffic: float = 1.0) -> None:
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
         if scans < 1:
@@ -90,7 +94,11 @@ class Simulation:
         self.period = 1.0 / sensor.rate_hz
         self.layout = StreetLayout.random(np.random.default_rng([seed, _LAYOUT_STREAM]))
         self.traffic = Traffic(
-            self.layout, seed, np.random.default_rng([seed, _TRAFFIC_STREAM]), self.period / STEPS_PER_SCAN
+            self.layout,
+            seed,
+            np.random.default_rng([seed, _TRAFFIC_STREAM]),
+            self.period / STEPS_PER_SCAN,
+            traffic,
         )
         self.traffic.run(STEPS_PER_SCAN * (scans - 1) + 1)
         ego = self.traffic.agents[0]
@@ -107,7 +115,9 @@ class Simulation:
     def lidar_poses(self) -> np.ndarray:
         """(scans, 4, 4) LiDAR poses relative to scan 0 (pose 0 is the identity)."""
         h = self.sensor.mounting_height_m
-        world = np.array([_pose_matrix(x, y, h, yaw) for x, y, yaw in self._ego])
+        mounting = np.eye(4)
+        mounting[:3, :3] = self.sensor.mounting.rotation()
+        world = np.array([_pose_matrix(x, y, h, yaw) @ mounting for x, y, yaw in self._ego])
         return np.linalg.inv(world[0]) @ world
 
     def agent_speed(self, instance: int, scan: int) -> float | None:
@@ -133,7 +143,7 @@ class Simulation:
         range_noise = rng.normal(0.0, sensor.range_noise_m, result.s.shape)
         intensity_noise = rng.normal(0.0, sensor.intensity_noise, result.s.shape)
 
-        distance = result.s / grid.cos_e[:, None]
+        distance = result.s / grid.ray_cos
         valid = (
             (result.hit != HIT_NONE) & ~dropped & (distance >= grid.min_range) & (distance <= grid.max_range)
         )
@@ -151,9 +161,10 @@ class Simulation:
         index_or_zero = np.where(on_object, hit, 0)
         # Road-plane hits take their surface from where they land (lane, parking lane, marking).
         c, s = math.cos(yaw), math.sin(yaw)
-        horizontal = true_range * cos_e
-        gx = x + horizontal * (c * grid.cos_a[column] - s * grid.sin_a[column])
-        gy = y + horizontal * (s * grid.cos_a[column] + c * grid.sin_a[column])
+        level_cos, level_ca, level_sa = grid.level_rays(beam, column)
+        horizontal = true_range * level_cos
+        gx = x + horizontal * (c * level_ca - s * level_sa)
+        gy = y + horizontal * (s * level_ca + c * level_sa)
         surface = np.where(on_object, prims.surface[index_or_zero], self.layout.ground_surface(gx, gy))
         is_moving = on_object & moving[index_or_zero]
         semantic = np.where(is_moving, self._moving_semantic[surface], self._semantic[surface]).astype(
@@ -165,6 +176,8 @@ class Simulation:
         reflectivity = np.clip(self._intensity_mean[surface] + self._intensity_sd[surface] * shade, 0.0, 1.0)
         falloff = 1.0 - sensor.intensity_range_falloff * np.minimum(true_range / sensor.max_range_m, 1.0)
         points[:, 3] = np.clip(reflectivity * falloff + intensity_noise[valid], 0.0, 1.0)
+        if sensor.intensity_scale != 1.0:
+            points[:, 3] *= np.float32(sensor.intensity_scale)
         return ScanData(points, semantic, instance)
 
 
@@ -195,4 +208,8 @@ def write_sequence(
     writer.write_poses(simulation.lidar_poses())
     writer.write_calib(KITTI_CALIB)
     writer.write_times(np.arange(simulation.scans) * simulation.period)
+    description = simulation.sensor.model_dump(mode="json", exclude_none=True)
+    (writer.directory / SENSOR_FILE).write_text(
+        yaml.safe_dump(description, sort_keys=False), encoding="utf-8"
+    )
     return writer

@@ -163,19 +163,24 @@ class Traffic:
     """All agents of one sequence, simulated step by step from a seed.
 
     ``rng`` drives spawning and agent parameters; the ego's route and the light offsets have their
-    own streams, so they do not change when the spawning does.
+    own streams, so they do not change when the spawning does. ``density`` scales the number of
+    vehicles, cyclists and pedestrians kept around the ego (1: the drawn numbers).
     """
 
-    def __init__(self, layout: StreetLayout, seed: int, rng: np.random.Generator, dt: float) -> None:
+    def __init__(
+        self, layout: StreetLayout, seed: int, rng: np.random.Generator, dt: float, density: float = 1.0
+    ) -> None:
+        if density < 0:
+            raise ValueError(f"traffic density must be >= 0, got {density}")
         self.layout = layout
         self.seed = seed
         self.rng = rng
         self.dt = dt
         self.steps = 0  # the latest simulated step; every active agent has a state there
         self.agents: list[Agent] = []
-        self.target_vehicles = int(rng.integers(6, 17))
-        self.target_cyclists = int(rng.integers(0, 4))
-        self.target_pedestrians = int(rng.integers(6, 19))
+        self.target_vehicles = round(int(rng.integers(6, 17)) * density)
+        self.target_cyclists = round(int(rng.integers(0, 4)) * density)
+        self.target_pedestrians = round(int(rng.integers(6, 19)) * density)
         self.lights = TrafficLights(seed, green=float(rng.uniform(12.0, 20.0)))
         self._ego_junctions = 6
         self._stage_first_junction()

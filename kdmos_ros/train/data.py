@@ -5,9 +5,13 @@ replays them into the same ``ScanWindow`` the node streams into, so the student 
 the inputs it will get on the robot. Labels use the KDMOS classes (ignore, static, movable, moving).
 A non-causal student (``future``, for the ablation only) also gets :func:`future_motion_bev`.
 
-Augmentation is one rigid motion A (rotation about z, mirror, small shift) applied to the whole
-window: every scan's points become A·p and every pose A·P·A⁻¹. Relative poses between scans change
-by the same conjugation, so the scans stay aligned with each other and the motion cues stay true.
+Each window is first moved into the canonical frame (pipeline/canonical.py) with the sequence's
+mounting from its ``sensor.yaml`` (KITTI's level 1.73 m without one), perturbed by a small random
+tilt and height error such as the node's automatic estimate makes. Augmentation is then one rigid
+motion A (rotation about z, mirror, small shift). Together they make one matrix M applied to the
+whole window: every scan's points become M·p and every pose M·P·M⁻¹. Relative poses between scans
+change by the same conjugation, so the scans stay aligned with each other and the motion cues stay
+true. A model whose features are in the sensor's own frame (the ablation) skips the canonical part.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from kdmos_ros.io.semantickitti import (
     kdmos_labels,
     open_sequence,
 )
+from kdmos_ros.pipeline.canonical import Mounting
 from kdmos_ros.pipeline.contract import ModelContract, MotionConfig
 from kdmos_ros.pipeline.features import features_at
 from kdmos_ros.pipeline.grid import PolarGrid
@@ -44,6 +49,30 @@ class AugmentConfig(BaseModel):
     rotate: bool = Field(True, description="Uniform rotation about z.")
     flip: bool = Field(True, description="Mirror x and/or y with probability 0.5 each.")
     translate_std: float = Field(0.2, ge=0.0, description="Std of a horizontal shift (m).")
+    mounting_tilt_std: float = Field(
+        0.5, ge=0.0, description="Std (deg) of the error added to the mounting's roll and pitch."
+    )
+    mounting_height_std: float = Field(
+        0.05, ge=0.0, description="Std (m) of the error added to the mounting's height."
+    )
+
+
+def sequence_mounting(sequence: SemanticKittiSequence) -> Mounting:
+    """The mounting ``sensor.yaml`` gives, else KITTI's (level, 1.73 m): SemanticKITTI has no file."""
+    info = sequence.sensor
+    if info is None:
+        return Mounting()
+    return Mounting(height_m=info.height_m, roll_deg=info.roll_deg, pitch_deg=info.pitch_deg)
+
+
+def perturbed(mounting: Mounting, rng: np.random.Generator, config: AugmentConfig) -> Mounting:
+    """``mounting`` with the errors of an estimate: N(0, tilt std) in roll and pitch, N(0, height std)."""
+    tilt = rng.normal(0.0, config.mounting_tilt_std, size=2)
+    return Mounting(
+        height_m=max(0.05, mounting.height_m + float(rng.normal(0.0, config.mounting_height_std))),
+        roll_deg=mounting.roll_deg + float(tilt[0]),
+        pitch_deg=mounting.pitch_deg + float(tilt[1]),
+    )
 
 
 def augmentation(rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
@@ -62,7 +91,7 @@ def augmentation(rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
 
 
 class AugmentedScans:
-    """``sequence.read_scan`` by position, with A applied to every point; loads on access."""
+    """``sequence.read_scan`` by position, with M applied to every point; loads on access."""
 
     def __init__(self, sequence: SemanticKittiSequence, matrix: np.ndarray) -> None:
         self.sequence = sequence
@@ -171,7 +200,8 @@ class LabelledScans(Dataset):
     Keys are frame ids, never list positions, so teacher logits and evaluation results can be
     matched to samples. ``keep(sequence, frame)`` may drop scans. Each item is drawn with its own
     window augmentation, reproducible from (seed, epoch, item); subclasses turn a :class:`Window`
-    into their sample.
+    into their sample. ``canonical`` moves every window into the canonical frame first (the
+    sequence's mounting, perturbed when augmenting).
     """
 
     def __init__(
@@ -181,11 +211,14 @@ class LabelledScans(Dataset):
         augment: AugmentConfig | None = None,
         seed: int = 0,
         keep: Callable[[SemanticKittiSequence, int], bool] | None = None,
+        canonical: bool = True,
     ) -> None:
         self.augment = augment
+        self.canonical = canonical
         self.seed = seed
         self.epoch = 0
         self.sequences = {name: open_sequence(root, name) for name in sequences}
+        self.mountings = {name: sequence_mounting(sequence) for name, sequence in self.sequences.items()}
         self.index: list[tuple[str, int]] = []
         for name, sequence in self.sequences.items():
             if not sequence.has_labels:
@@ -210,6 +243,11 @@ class LabelledScans(Dataset):
         sequence = self.sequences[name]
         rng = np.random.default_rng([self.seed, self.epoch, item])
         matrix = augmentation(rng, self.augment) if self.augment is not None else np.eye(4)
+        if self.canonical:
+            mounting = self.mountings[name]
+            if self.augment is not None:
+                mounting = perturbed(mounting, rng, self.augment)
+            matrix = matrix @ mounting.to_canonical()
         poses = matrix @ sequence.poses @ np.linalg.inv(matrix)
         return Window(name, sequence, position, AugmentedScans(sequence, matrix), poses, rng)
 
@@ -258,7 +296,14 @@ class MosDataset(LabelledScans):
         targets: DistillTargets | None = None,
         future: bool = False,
     ) -> None:
-        super().__init__(root, sequences, augment, seed, with_moving_points(min_moving_points))
+        super().__init__(
+            root,
+            sequences,
+            augment,
+            seed,
+            with_moving_points(min_moving_points),
+            canonical=contract.input_options.frame == "canonical",
+        )
         self.contract = contract
         self.targets = targets
         self.future = future
@@ -272,6 +317,7 @@ class MosDataset(LabelledScans):
             window.poses,
             window.sequence.times,
             window.position,
+            options=self.contract.input_options,
         )
         motion_bev = features.motion_bev[0]
         if self.future:

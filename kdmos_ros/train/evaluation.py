@@ -130,10 +130,12 @@ def evaluate_checkpoint(
     num_scans: int | None = None,
     progress: Callable[[int], None] | None = None,
     log: Callable[[str], None] | None = None,
+    mounting: str = "auto",
 ) -> EvalReport:
     """Evaluate a student (via ONNX and :class:`MotionSegmenter`) or teacher (torch) checkpoint.
 
-    ``num_scans`` (teacher only) defaults to the number of scans the teacher was trained with.
+    ``num_scans`` (teacher only) defaults to the number of scans the teacher was trained with;
+    ``mounting`` (exported students only) as :func:`kdmos_ros.evaluate.evaluate` takes it.
     """
     checkpoint = Path(checkpoint)
     if checkpoint_kind(checkpoint) == STUDENT_KIND:
@@ -143,7 +145,7 @@ def evaluate_checkpoint(
         with tempfile.TemporaryDirectory(prefix="kdmos-eval-") as folder:
             path = export_onnx(model, config, Path(folder) / f"{checkpoint.stem}.onnx", training)
             segmenter = MotionSegmenter.from_path(path, provider=provider, log=log)
-            report = evaluate(segmenter, root, sequences, progress)
+            report = evaluate(segmenter, root, sequences, progress, mounting)
         report.model = str(checkpoint)
         return report
     model, extra = load_teacher(checkpoint, map_location=device)

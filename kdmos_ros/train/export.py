@@ -32,6 +32,8 @@ from torch import Tensor, nn
 
 from kdmos_ros import __version__
 from kdmos_ros.errors import KdmosError
+from kdmos_ros.evaluate import sensor_label
+from kdmos_ros.io.semantickitti import SemanticKittiError, open_sequence
 from kdmos_ros.pipeline.contract import (
     INPUT_MOTION_BEV,
     INPUT_POINT_CELLS,
@@ -191,6 +193,30 @@ def _check_io(proto: onnx.ModelProto, contract: ModelContract, config: StudentCo
         raise RuntimeError(f"exported {INPUT_MOTION_BEV} has shape {dims}")
 
 
+def training_data(root: str | Path, sequences: list[str]) -> dict[str, Any]:
+    """What a model was trained on, for its contract: the sequences and their sensors and mountings
+    (from each sequence's sensor.yaml, when the data is still where the recipe says)."""
+    sensors: dict[str, int] = {}
+    heights, tilts = [], []
+    for name in sequences:
+        try:
+            info = open_sequence(root, name).sensor
+        except SemanticKittiError:
+            info = None
+        label = "unknown" if info is None else sensor_label(info)
+        if info is not None:
+            heights.append(info.height_m)
+            tilts.append(max(abs(info.roll_deg), abs(info.pitch_deg)))
+            if info.name.startswith("random-"):
+                label = "random sensors"
+        sensors[label] = sensors.get(label, 0) + 1
+    record: dict[str, Any] = {"root": str(root), "train_sequences": list(sequences), "sensors": sensors}
+    if heights:
+        record["mounting_height_m"] = [min(heights), max(heights)]
+        record["max_tilt_deg"] = max(tilts)
+    return record
+
+
 def trained_student(checkpoint: str | Path) -> tuple[StudentNet, StudentConfig, dict[str, Any]]:
     """(model, config, the contract's training record) of a trained student checkpoint."""
     checkpoint = Path(checkpoint)
@@ -198,4 +224,10 @@ def trained_student(checkpoint: str | Path) -> tuple[StudentNet, StudentConfig, 
     recorded = extra.get("training", {})
     if not isinstance(recorded, dict):
         raise KdmosError(f"{checkpoint}: its 'training' entry is not a dictionary")
-    return model, config, {"trained": True, "checkpoint": checkpoint.name, **recorded}
+    record = {"trained": True, "checkpoint": checkpoint.name, **recorded}
+    trainer = extra.get("trainer")
+    recipe = trainer.get("recipe") if isinstance(trainer, dict) else None
+    if isinstance(recipe, dict) and isinstance(recipe.get("data"), dict) and "data" not in record:
+        data = recipe["data"]
+        record["data"] = training_data(data.get("root", ""), data.get("train_sequences", []))
+    return model, config, record

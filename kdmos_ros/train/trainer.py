@@ -79,6 +79,15 @@ class ResumeError(KdmosError):
     """``--resume`` without a usable ``last.pt``."""
 
 
+def gated_labels(voxel_labels: Tensor, gate: Tensor | None) -> Tensor:
+    """Voxel targets [B, n_z, H, W] with the moving voxels the motion gate closes (``gate`` [B, H, W]
+    is 0) set to ignore: the gated network cannot call them moving, and no loss should push it to."""
+    if gate is None:
+        return voxel_labels
+    closed = (voxel_labels == KDMOS_MOVING) & (gate.unsqueeze(1) == 0)
+    return voxel_labels.masked_fill(closed, KDMOS_IGNORE)
+
+
 def mos_truth(labels: np.ndarray) -> np.ndarray:
     """KDMOS classes → MOS truth: moving 1, static and movable 0, ignore 255."""
     return np.where(labels == KDMOS_IGNORE, 255, np.where(labels == KDMOS_MOVING, 1, 0)).astype(np.int64)
@@ -166,7 +175,12 @@ class StudentAdapter:
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         output = model(batch.point_features, batch.point_cells, batch.motion_bev)
-        loss = segmentation_loss(output.voxel_logits, batch.voxel_labels, KDMOS_IGNORE, self.class_weights)
+        loss = segmentation_loss(
+            output.voxel_logits,
+            gated_labels(batch.voxel_labels, output.gate),
+            KDMOS_IGNORE,
+            self.class_weights,
+        )
         if self.distill is None:
             return loss
         relation = self.distill.relation_weight > 0

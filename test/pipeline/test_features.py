@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 from scenes import BOX_SIZE, street
 
-from kdmos_ros.pipeline.contract import MotionConfig
-from kdmos_ros.pipeline.features import compute_features, features_at, height_map, point_inputs, polar
+from kdmos_ros.pipeline.contract import InputOptions, MotionConfig
+from kdmos_ros.pipeline.features import (
+    compute_features,
+    features_at,
+    height_map,
+    intensity_feature,
+    point_inputs,
+    polar,
+)
 from kdmos_ros.pipeline.grid import GRIDS, PolarGrid
 from kdmos_ros.pipeline.window import ScanWindow
 
@@ -30,7 +37,7 @@ def test_cells_clip_height_and_azimuth_but_not_range() -> None:
         ],
         dtype=np.float32,
     )
-    valid, features, index = point_inputs(GRID, points)
+    valid, features, index = point_inputs(GRID, points, intensity="raw")
     assert valid.tolist() == [True, False, False, True, True, True, False]
     assert index[0].tolist() == [math.floor((10 - 1.85) / 0.100625), 180, 21]
     assert index[1, 2] == GRID.n_z - 1
@@ -47,13 +54,31 @@ def test_appearance_offsets_lie_within_their_cell() -> None:
     points[:, 3] = rng.uniform(0, 1, size=5000)
     window = ScanWindow(MOTION.num_past_scans, MOTION.voxel_size)
     window.push(points[:, :3], np.eye(4), 0.0)
-    features = compute_features(GRID, MOTION, points, window)
+    features = compute_features(GRID, MOTION, points, window, options=InputOptions(intensity="raw"))
     f = features.point_features
     half = GRID.cell_size / 2 + 1e-5
     assert np.all(np.abs(f[:, :3]) <= half)
     kept = points[features.valid]
     np.testing.assert_allclose(f[:, 3], np.hypot(kept[:, 0], kept[:, 1]), rtol=1e-6)
     np.testing.assert_array_equal(f[:, 5:9], kept[:, [2, 0, 1, 3]])
+    # The default (feature version 2) leaves the intensity out.
+    default = compute_features(GRID, MOTION, points, window)
+    np.testing.assert_array_equal(default.point_features[:, :8], f[:, :8])
+    assert not default.point_features[:, 8].any()
+
+
+def test_normalized_intensity_reads_every_scale_alike() -> None:
+    rng = np.random.default_rng(3)
+    remission = rng.uniform(0.0, 0.6, size=1000).astype(np.float32)
+    unit = intensity_feature(remission, "normalized")
+    np.testing.assert_allclose(intensity_feature(remission * 255, "normalized"), unit, rtol=1e-5)
+    np.testing.assert_allclose(intensity_feature(remission * 100, "normalized"), unit, rtol=1e-5)
+    assert np.percentile(unit, 95) == pytest.approx(1.0, abs=0.01)
+    assert unit.min() >= 0.0 and unit.max() <= 2.0
+    with_nan = remission.copy()
+    with_nan[0] = np.nan
+    assert intensity_feature(with_nan, "normalized")[0] == 0.0
+    assert not intensity_feature(np.zeros(10, dtype=np.float32), "normalized").any()
 
 
 def test_height_map_matches_a_per_cell_computation() -> None:
@@ -70,7 +95,8 @@ def test_height_map_matches_a_per_cell_computation() -> None:
     for r in range(grid.n_rho):
         for p in range(grid.n_phi):
             in_cell = keep & (ri == r) & (pi == p)
-            expected = z[in_cell].max() - z[in_cell].min() if in_cell.any() else 0.0
+            # Down to the canonical ground (z = -1.73 m) when the cell has nothing below it.
+            expected = z[in_cell].max() - min(z[in_cell].min(), -1.73) if in_cell.any() else 0.0
             assert height[r, p] == pytest.approx(expected, abs=1e-6)
             farthest = ri[keep & (pi == p)].max(initial=-1)
             assert seen[r, p] == (r <= farthest)

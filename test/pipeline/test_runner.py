@@ -106,3 +106,15 @@ def test_providers_that_do_not_exist_here(model: Path) -> None:
         ModelRunner(model, provider="gpu")
     with pytest.raises(ModelLoadError, match="'cuda' is not available.*onnxruntime-gpu"):
         ModelRunner(model, provider="cuda")
+
+
+def test_a_model_of_the_sensor_frame_features_is_refused(model: Path) -> None:
+    """Feature version 1 (before the canonical frame): its weights expect other inputs."""
+    raw = json.loads(CONTRACT.model_dump_json())
+    raw["feature_version"] = 1
+    del raw["input_options"]
+    _rewrite_metadata(model, json.dumps(raw))
+    with pytest.raises(
+        ModelContractError, match=r"feature version 1, but this kdmos_ros computes version\(s\) 2.*retrain"
+    ):
+        ModelRunner(model)

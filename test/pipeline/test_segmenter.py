@@ -11,7 +11,7 @@ from support import write_oracle_model
 
 from kdmos_ros.io.semantickitti import open_sequence
 from kdmos_ros.pipeline.contract import ModelContract
-from kdmos_ros.pipeline.features import features_at
+from kdmos_ros.pipeline.features import features_at, transform
 from kdmos_ros.pipeline.grid import GRIDS
 from kdmos_ros.pipeline.segmenter import (
     LABEL_MOVING,
@@ -127,7 +127,12 @@ def test_real_kitti_scans_get_one_label_per_point_in_order(segmenter_path: Path,
         points = sequence.read_scan(frame)
         result = segmenter.process(points, pose, stamp)
         assert result.labels.shape == result.moving_prob.shape == (len(points),)
-        rho = np.hypot(points[:, 0], points[:, 1])
+        # The grid lies in the canonical frame, which the scan's own ground fit defines.
+        assert result.ground is not None and result.ground.confident
+        assert result.ground.height == pytest.approx(1.77, abs=0.05)  # KITTI's HDL-64: 1.73 m
+        assert result.ground.tilt_deg < 3.0
+        moved = transform(points[:, :3], segmenter.ground.to_canonical())
+        rho = np.hypot(moved[:, 0], moved[:, 1])
         in_grid = (rho >= CONTRACT.grid.rho_min) & (rho < CONTRACT.grid.rho_max)
         np.testing.assert_array_equal(result.labels == LABEL_UNKNOWN, ~in_grid)
         assert result.num_valid == in_grid.sum()

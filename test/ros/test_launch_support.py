@@ -9,6 +9,7 @@ import yaml
 
 from kdmos_ros.errors import KdmosError
 from kdmos_ros.ros.launch_support import launch_bool, node_launch
+from kdmos_ros.ros.params import ParameterError
 from kdmos_ros.sim.sensors import load_sensor, preset_names
 
 
@@ -96,3 +97,18 @@ def test_bad_arguments_fail_with_a_message(kwargs: dict, match: str) -> None:
 
 def test_launch_bool() -> None:
     assert launch_bool("TRUE") is True and launch_bool("0") is False
+
+
+def test_mounting_arguments_pick_the_mounting_source() -> None:
+    assert "mounting" not in node_launch(sensor="vlp16").parameters  # a preset is not your mounting
+    low = node_launch(mounting_height="0.5", mounting_pitch="4").parameters
+    assert (low["mounting"], low["mounting_height"], low["mounting_pitch"]) == ("fixed", 0.5, 4.0)
+    tf = node_launch(base_frame="base_footprint", sensor_frame="lidar_top")
+    assert tf.parameters["mounting"] == "tf" and "sensor_frame" in tf.string_parameters
+    assert node_launch(mounting="auto", mounting_height="2.0").parameters["mounting"] == "auto"
+    with pytest.raises(ParameterError, match="mounting_height must be a number"):
+        node_launch(mounting_height="tall")
+    with pytest.raises(ParameterError, match="mounting_pitch.*must lie in"):
+        node_launch(mounting_pitch="60")
+    with pytest.raises(ParameterError, match="choose one of auto, fixed, tf"):
+        node_launch(mounting="guess")

@@ -13,7 +13,7 @@ from kdmos_ros.sim.sensors import SensorError, load_sensor, preset_dir, preset_n
 
 
 def test_shipped_presets_match_their_datasheets() -> None:
-    assert preset_names() == ["hdl64", "os1-128", "vlp16", "vlp32"]
+    assert preset_names() == ["hdl32", "hdl64", "os1-128", "pandar-xt32", "vlp16", "vlp32"]
     hdl64 = load_sensor("hdl64")
     elevations = np.degrees(hdl64.elevations)
     assert len(elevations) == 64
@@ -33,7 +33,12 @@ def test_shipped_presets_match_their_datasheets() -> None:
     assert np.degrees(vlp16.elevations) == pytest.approx(np.arange(15.0, -16.0, -2.0))
     os1 = load_sensor("os1-128")
     assert len(os1.elevations) == 128 and os1.n_columns == 2048
-    for preset in (hdl64, vlp32, vlp16, os1):
+    hdl32 = load_sensor("hdl32")  # nuScenes: 20 Hz, 1.84 m, intensity 0..255
+    assert np.degrees(hdl32.elevations[[0, -1]]) == pytest.approx([10.67, -30.67])
+    assert (hdl32.rate_hz, hdl32.mounting_height_m, hdl32.intensity_scale) == (20.0, 1.84, 255.0)
+    xt32 = load_sensor("pandar-xt32")
+    assert np.degrees(xt32.elevations) == pytest.approx(np.arange(15.0, -17.0, -1.0))
+    for preset in (hdl64, vlp32, vlp16, os1, hdl32, xt32):
         mean, spread = preset.intensity_table()
         assert mean.shape == spread.shape == (len(SURFACE_INDEX),) and np.all((mean >= 0) & (mean <= 1))
         azimuths = preset.azimuths
@@ -42,8 +47,8 @@ def test_shipped_presets_match_their_datasheets() -> None:
 
 
 def test_unknown_preset_lists_the_presets() -> None:
-    with pytest.raises(SensorError, match=r"unknown sensor 'hdl32'.*hdl64, os1-128, vlp16, vlp32"):
-        load_sensor("hdl32")
+    with pytest.raises(SensorError, match=r"unknown sensor 'hdl16'.*hdl32, hdl64, os1-128, pandar-xt32"):
+        load_sensor("hdl16")
 
 
 def _write_variant(tmp_path: Path, **changes: object) -> Path:

@@ -21,7 +21,7 @@ from kdmos_ros.io.semantickitti import (
     open_sequence,
 )
 from kdmos_ros.sim.classes import MOVING_THRESHOLD_MPS
-from kdmos_ros.sim.sensors import load_sensor
+from kdmos_ros.sim.sensors import load_sensor, random_sensor, with_mounting
 from kdmos_ros.sim.simulate import KITTI_VELO_TO_CAM, STATIC_INSTANCE_BASE, Simulation, write_sequence
 
 SCANS = 40
@@ -56,7 +56,7 @@ def test_same_seed_gives_identical_files_and_other_seeds_other_drives(tmp_path: 
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
         write_sequence(Simulation(sensor, seed, 3), tmp_path / name, "00")
     first, again, other = (_files(tmp_path / n / "sequences" / "00") for n in ("a", "b", "c"))
-    assert len(first) == 3 + 3 + 3  # scans, labels, poses/calib/times
+    assert len(first) == 3 + 3 + 4  # scans, labels, poses/calib/times/sensor.yaml
     assert first == again
     assert first["velodyne/000002.bin"] != other["velodyne/000002.bin"]
     assert first["poses.txt"] != other["poses.txt"]
@@ -187,6 +187,16 @@ def test_simulate_and_viz_commands(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "3 vlp16 scans" in out and "scans/s" in out
     seq = SemanticKittiSequence(tmp_path / "sequences" / "04")
     assert seq.frames == (0, 1, 2) and seq.has_labels
+    assert seq.sensor is not None and (seq.sensor.name, seq.sensor.height_m) == ("vlp16", 1.73)
+
+    # The same sensor mounted low and tilted: sensor.yaml says so, and the ground lies where it should.
+    args = ["simulate", str(tmp_path), "--sensor", "vlp16", "--scans", "2", "--sequence", "5"]
+    assert main([*args, "--mounting-height", "0.5", "--pitch", "4", "--roll", "-2"]) == 0
+    low = SemanticKittiSequence(tmp_path / "sequences" / "05")
+    assert (low.sensor.height_m, low.sensor.roll_deg, low.sensor.pitch_deg) == (0.5, -2.0, 4.0)
+    capsys.readouterr()
+    assert main([*args, "--force", "--pitch", "30"]) == 1
+    assert "mounting_pitch_deg" in capsys.readouterr().err
 
     assert main(["simulate", str(tmp_path), "--scans", "2", "--sequence", "4"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -195,7 +205,7 @@ def test_simulate_and_viz_commands(tmp_path: Path, capsys: pytest.CaptureFixture
     capsys.readouterr()
     assert SemanticKittiSequence(tmp_path / "sequences" / "04").frames == (0, 1)  # no stale scan 2
 
-    assert main(["simulate", str(tmp_path), "--sensor", "hdl32"]) == 1
+    assert main(["simulate", str(tmp_path), "--sensor", "hdl16"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "hdl64" in err[0] and "vlp16" in err[0]
     assert main(["simulate", str(tmp_path), "--sequence", "x1"]) == 1
@@ -225,3 +235,47 @@ def test_viz_draws_moving_points_red(drive: Drive, tmp_path: Path) -> None:
         for dc in (-1, 0, 1):
             near_moving[np.clip(rows + dr, 0, 999), np.clip(cols + dc, 0, 999)] = True
     assert np.all(near_moving[all_red])
+
+
+@pytest.mark.parametrize(("roll", "pitch"), [(0.0, 4.0), (-3.0, 2.0)])
+def test_a_tilted_sensor_sees_the_road_tilted_and_its_poses_say_so(roll: float, pitch: float) -> None:
+    """Ground points of a tilted sensor, levelled by its mounting, lie on the road plane; the poses
+    carry the tilt, so scans still line up in the world."""
+    sensor = with_mounting(load_sensor("vlp32"), height=2.2, roll=roll, pitch=pitch)
+    simulation = Simulation(sensor, 4, 6)
+    to_canonical = sensor.mounting.to_canonical()
+    scans = [simulation.scan(i) for i in (0, 5)]
+    for data in scans:
+        road = data.semantic == 40
+        levelled = data.points[road, :3] @ to_canonical[:3, :3].T + to_canonical[:3, 3]
+        assert np.abs(levelled[:, 2] + 1.73).max() < 0.15  # range noise only
+        # Without the mounting, the road is visibly tilted.
+        slope = np.polyfit(data.points[road, 0], data.points[road, 2], 1)[0]
+        assert abs(np.degrees(np.arctan(slope)) - pitch) < 0.5  # looking down, the road rises ahead
+    # Pose 5 maps scan 5 into scan 0's (equally tilted) frame: gravity stays gravity.
+    pose = simulation.lidar_poses()[5]
+    np.testing.assert_allclose(pose[:3, :3] @ sensor.mounting.up(), sensor.mounting.up(), atol=1e-9)
+
+
+def test_random_sensors_cover_the_range_and_are_reproducible() -> None:
+    sensors = [random_sensor(seed) for seed in range(40)]
+    assert random_sensor(7) == sensors[7]
+    beams = {len(s.elevations) for s in sensors}
+    assert min(beams) == 16 and max(beams) == 128
+    heights = [s.mounting_height_m for s in sensors]
+    assert 0.4 <= min(heights) < 0.8 and 2.1 < max(heights) <= 2.5
+    assert max(abs(s.mounting_pitch_deg) for s in sensors) <= 5.0
+    assert {s.rate_hz for s in sensors} == {10.0, 20.0}
+    assert {s.intensity_scale for s in sensors} == {1.0, 100.0, 255.0}
+    for sensor in sensors[:6]:
+        data = Simulation(sensor, 1, 1).scan(0)
+        assert len(data.points) > 1000
+        assert data.points[:, 3].max() <= sensor.intensity_scale
+
+
+def test_traffic_density_scales_the_road_users() -> None:
+    sensor = load_sensor("vlp16")
+    quiet, busy = (Simulation(sensor, 9, 2, traffic=t).traffic for t in (0.5, 2.0))
+    assert busy.target_vehicles > quiet.target_vehicles and busy.target_pedestrians > quiet.target_pedestrians
+    same = Simulation(sensor, 9, 2).traffic  # the draws do not depend on the density
+    assert busy.target_vehicles == 2 * same.target_vehicles

@@ -14,6 +14,11 @@ MotionBEV's transposed convolutions for DySample:
 4. Decoder: DySample ×2 upsampling (Liu et al., "Learning to Upsample by Learning to Sample",
    ICCV 2023) + skip concatenation + double conv; a 1×1 head predicts C logits for each of the n_z
    height bins of every cell, and every point takes the logits of its voxel.
+5. Motion gate (this project, ``motion_gate``): a cell with no motion evidence (every motion channel
+   zero) within a ``motion_gate`` × ``motion_gate`` neighbourhood cannot be labelled moving: its
+   moving logit is lowered by :data:`GATE_PENALTY`. Without it the network also reads moving from
+   appearance (where cars drive, how a sensor samples them), which labels static streets moving on
+   other sensors; with it, a scan with no past scans has no moving point at all.
 
 Everything from the points to the per-point logits is one graph, so the ONNX export contains the
 pillar pooling and the gather back to the points (``train/export.py``).
@@ -39,6 +44,7 @@ from kdmos_ros.errors import KdmosError
 from kdmos_ros.pipeline.contract import (
     KDMOS_CLASSES,
     POINT_FEATURE_NAMES,
+    InputOptions,
     ModelContract,
     MotionConfig,
 )
@@ -56,6 +62,7 @@ class StudentConfig(BaseModel):
     preset: str = Field("custom", description="Name recorded in the model contract.")
     grid: PolarGrid = PolarGrid()
     motion: MotionConfig = MotionConfig()
+    input_options: InputOptions = InputOptions()
     classes: tuple[str, ...] = KDMOS_CLASSES
     point_widths: tuple[int, ...] = Field(
         (32, 64, 128, 256), description="Per-point MLP widths; the last one is max-pooled per pillar."
@@ -73,6 +80,12 @@ class StudentConfig(BaseModel):
         0.5, ge=0.0, lt=1.0, description="Drop probability of the decoder's DropBlock and the head's dropout."
     )
     dropblock_size: int = Field(7, gt=0, description="DropBlock square size (cells).")
+    motion_gate: int = Field(
+        0,
+        ge=0,
+        description="Odd neighbourhood (cells) in which some motion channel must be non-zero for a "
+        "cell to be labelled moving; 0 turns the gate off.",
+    )
     future: bool = Field(
         False,
         description="Non-causal: the motion BEV also holds the channels against the next scans "
@@ -103,6 +116,8 @@ class StudentConfig(BaseModel):
             raise ValueError(f"the grid must be at least {smallest} cells in ρ and φ for this depth")
         if len(self.classes) < 2:
             raise ValueError("at least two classes are needed")
+        if self.motion_gate and (self.motion_gate % 2 == 0 or "moving" not in self.classes):
+            raise ValueError("motion_gate must be odd (or 0), and the classes must include 'moving'")
         return self
 
     @property
@@ -127,6 +142,7 @@ class StudentConfig(BaseModel):
         return ModelContract(
             grid=self.grid,
             motion=self.motion,
+            input_options=self.input_options,
             classes=self.classes,
             moving_class=self.classes.index("moving") if "moving" in self.classes else self.num_classes - 1,
             ignore_class=self.classes.index("ignore") if "ignore" in self.classes else None,
@@ -141,7 +157,7 @@ class StudentConfig(BaseModel):
 #: instead of 256 and runs on the coarser lite grid (160 × 180 × 16), so that ONNX Runtime infers
 #: ~120k points in ≈ 40 ms on 2 quiet CPU cores (benchmarks/model_speed.py).
 PRESETS: dict[str, StudentConfig] = {
-    "full": StudentConfig(preset="full", grid=GRIDS["full"]),
+    "full": StudentConfig(preset="full", grid=GRIDS["full"], motion_gate=11),
     "lite": StudentConfig(
         preset="lite",
         grid=GRIDS["lite"],
@@ -150,6 +166,9 @@ PRESETS: dict[str, StudentConfig] = {
         appearance_widths=(16, 32, 64, 128, 128),
         motion_widths=(8, 16, 32, 64),
         gate_width=16,
+        # 1.5 m × 10°: 99 % of the moving points of simulated VLP-16 and HDL-64 drives have motion
+        # evidence that close (docs/features.md, "Motion gate").
+        motion_gate=5,
     ),
 }
 
@@ -161,12 +180,18 @@ def preset_config(name: str) -> StudentConfig:
     return PRESETS[name]
 
 
+#: How far (in logits) the motion gate lowers the moving class where there is no motion evidence:
+#: P(moving) ≤ e⁻³⁰ there, without the NaN an infinity could cause.
+GATE_PENALTY = 30.0
+
+
 class StudentOutput(NamedTuple):
     """What the training forward returns."""
 
     point_logits: Tensor  # [N, C]: each point's voxel logits
     voxel_logits: Tensor  # [B, C, n_z, H, W]: for the voxel-level Lovász + cross-entropy losses
     point_embeddings: Tensor  # [N, D]: last decoder feature at each point's cell (relation distillation)
+    gate: Tensor | None = None  # [B, H, W]: 1 where the motion gate lets a cell be moving (None: no gate)
 
 
 # --- building blocks ------------------------------------------------------------------------------
@@ -484,6 +509,11 @@ class StudentNet(nn.Module):
         # MotionBEV's 1×1 conv head, applied to channels-last features (the same map) so that a voxel's
         # C logits are contiguous: output z·C + c is class c in height bin z (MotionBEV's layout).
         self.head = nn.Linear(self.decoder_widths[0], config.num_classes * grid.n_z)
+        # 1 at every voxel's moving logit of the head's z·C + c layout.
+        mask = torch.zeros(grid.n_z, config.num_classes)
+        if config.motion_gate:
+            mask[:, config.classes.index("moving")] = 1.0
+        self.register_buffer("gate_mask", mask.reshape(-1), persistent=False)
 
     @property
     def embedding_dim(self) -> int:
@@ -514,6 +544,29 @@ class StudentNet(nn.Module):
             x = block(x, skip)
         return x.permute(0, 2, 3, 1)
 
+    def _gate(self, motion_bev: Tensor) -> Tensor | None:
+        """[B, H, W]: 1 where some motion channel is non-zero within the gate's neighbourhood.
+
+        Only the config's own channels count: a teacher's BEV branch also gets the next scans'
+        channels, and must gate as the student it starts from does.
+        """
+        size = self.config.motion_gate
+        if not size:
+            return None
+        own = motion_bev[:, : self.config.motion_channels]
+        evidence = (own.abs().amax(dim=1, keepdim=True) > 0).to(motion_bev.dtype)
+        half = size // 2
+        wrapped = _circular_pad_phi(evidence, half, half)
+        return F.max_pool2d(wrapped, size, stride=1, padding=(half, 0))[:, 0]
+
+    def _gated_head(self, features: Tensor, motion_bev: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Head logits [B, H, W, n_z·C], the moving ones lowered outside the gate; and the gate."""
+        logits = self.head(self.dropout(features))
+        gate = self._gate(motion_bev)
+        if gate is not None:
+            logits = logits - GATE_PENALTY * (1.0 - gate).unsqueeze(-1) * self.gate_mask
+        return logits, gate
+
     def _point_logits(self, logits: Tensor, pillar: Tensor, z: Tensor) -> Tensor:
         """[N, C]: row pillar·n_z + z of the voxel logits [B, H, W, n_z·C] seen as [B·H·W·n_z, C]."""
         row = pillar * self.config.grid.n_z + z
@@ -527,13 +580,14 @@ class StudentNet(nn.Module):
         """
         pillar, z = self._cells(point_cells)
         features = self._decode(point_features, pillar, motion_bev)
-        logits = self.head(self.dropout(features))
+        logits, gate = self._gated_head(features, motion_bev)
         grid = self.config.grid
         voxel_logits = logits.view(-1, grid.n_rho, grid.n_phi, grid.n_z, self.config.num_classes)
         return StudentOutput(
             point_logits=self._point_logits(logits, pillar, z),
             voxel_logits=voxel_logits.permute(0, 4, 3, 1, 2),
             point_embeddings=features.reshape(-1, features.shape[-1]).index_select(0, pillar),
+            gate=gate,
         )
 
     def point_logits(self, point_features: Tensor, point_cells: Tensor, motion_bev: Tensor) -> Tensor:
@@ -543,7 +597,7 @@ class StudentNet(nn.Module):
         """
         pillar, z = self._cells(point_cells)
         features = self._decode(point_features, pillar, motion_bev)
-        return self._point_logits(self.head(self.dropout(features)), pillar, z)
+        return self._point_logits(self._gated_head(features, motion_bev)[0], pillar, z)
 
 
 def build_student(config: StudentConfig | str) -> StudentNet:

@@ -63,12 +63,12 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from kdmos_ros.errors import KdmosError
 from kdmos_ros.pipeline.contract import KDMOS_CLASSES, MotionConfig
-from kdmos_ros.pipeline.grid import PolarGrid
+from kdmos_ros.pipeline.grid import GRIDS, PolarGrid
 from kdmos_ros.train.checkpoint import load_checkpoint, save_checkpoint
 from kdmos_ros.train.models.student import PRESETS as STUDENT_PRESETS
 from kdmos_ros.train.models.student import StudentNet
@@ -96,13 +96,25 @@ class MotionContext(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    grid: PolarGrid = Field(..., description="Grid of the motion BEV (the student's, e.g. the lite grid).")
+    grid: PolarGrid = Field(
+        ..., description="Grid of the motion BEV: a student preset's name (lite, full) or the grid itself."
+    )
     motion: MotionConfig = MotionConfig()
     future: bool = Field(
         False,
         description="Also the motion BEV of the same scan against the next scans (privileged information "
         "that only an offline teacher can have).",
     )
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _preset_grid(cls, value: Any) -> Any:
+        # A preset's name keeps recipes in step with the student's grid when its bins move.
+        if isinstance(value, str):
+            if value not in GRIDS:
+                raise ValueError(f"unknown grid {value!r} (one of {', '.join(GRIDS)})")
+            return GRIDS[value]
+        return value
 
     @property
     def channels(self) -> int:

@@ -298,3 +298,42 @@ def test_inconsistent_configs_are_refused() -> None:
         StudentConfig(appearance_widths=(30, 64, 128, 256, 256))
     with pytest.raises(ValidationError, match="at least 32 cells"):
         StudentConfig(grid=PolarGrid(n_rho=12, n_phi=360, n_z=32))
+
+
+def test_motion_gate_keeps_cells_without_motion_evidence_static() -> None:
+    gated_config = SMALL.model_copy(update={"motion_gate": 5})
+    torch.manual_seed(0)
+    gated = StudentNet(gated_config).eval()
+    plain = StudentNet(SMALL).eval()
+    plain.load_state_dict(gated.state_dict())  # the same weights, without the gate
+    features, cells, motion = random_batch(SMALL, [300, 200])
+    moving = KDMOS_CLASSES.index("moving")
+    with torch.no_grad():
+        # No past scan: the motion BEV is all zero, and no point can be moving.
+        silent = gated(features, cells, torch.zeros_like(motion))
+        assert silent.gate is not None and not silent.gate.any()
+        assert torch.softmax(silent.point_logits[:, 1:], dim=1)[:, moving - 1].max() < 1e-12
+        # Evidence in one cell of sample 0 (φ column 0, so the neighbourhood wraps to column 37).
+        sparse = torch.zeros_like(motion)
+        sparse[0, 3, 10, 0] = 0.8
+        out = gated(features, cells, sparse)
+        reference = plain(features, cells, sparse)
+    open_cells = out.gate.nonzero().tolist()
+    expected = [[0, r, p] for r in range(8, 13) for p in (*range(36, 38), *range(0, 3))]
+    assert sorted(open_cells) == sorted(expected)
+    inside = out.gate[cells[:, 0], cells[:, 1], cells[:, 2]] > 0
+    assert inside.any() and not inside.all()
+    # Inside the gate the logits are the ungated network's; outside only the moving one is lowered.
+    torch.testing.assert_close(out.point_logits[inside], reference.point_logits[inside])
+    lowered = reference.point_logits[~inside].clone()
+    lowered[:, moving] -= 30.0
+    torch.testing.assert_close(out.point_logits[~inside], lowered)
+    # The inference path the export traces gates the same way.
+    with torch.no_grad():
+        single = gated.point_logits(features[:300], cells[:300, 1:], sparse[:1])
+    torch.testing.assert_close(single, out.point_logits[:300])
+
+
+def test_motion_gate_must_be_odd() -> None:
+    with pytest.raises(ValidationError, match="motion_gate must be odd"):
+        StudentConfig.model_validate({**SMALL.model_dump(), "motion_gate": 4})
