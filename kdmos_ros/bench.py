@@ -69,6 +69,15 @@ class BenchResult:
         }
 
 
+def realtime_verdict(summary: dict[str, object], rate: float) -> str:
+    """One line: does the end-to-end p95 of a bench ``summary`` fit in the scan period at ``rate`` Hz?"""
+    stages = summary["stages"]
+    assert isinstance(stages, dict)
+    p95 = float(stages["total"]["p95_ms"])
+    fits = p95 <= 1000.0 / rate
+    return f"real time at {rate:g} Hz on this machine: {'yes' if fits else 'no'}, p95 {p95:.1f} ms"
+
+
 def ping_pong(count: int, length: int) -> Iterator[int]:
     """``count`` indices walking 0…length−1 and back, never repeating the turning scan."""
     if length == 1:

@@ -264,17 +264,20 @@ def bench(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Also draw a latency histogram per stage into this PNG.")
     ] = None,
+    rate: Annotated[
+        float, typer.Option(min=0.1, help="Scan rate (Hz) the verdict checks the p95 against.")
+    ] = 10.0,
 ) -> None:
-    """Time the online path per stage (decode, window, features, inference, labels, encode).
+    """Time the online path per stage (decode, window, ground, features, inference, labels, encode).
 
     Prints the median and p95 of each stage over steady-state scans (window full), with the machine
-    and the ONNX Runtime provider named.
+    and the ONNX Runtime provider named, and whether the p95 fits in the scan period.
     """
     import json
 
     from rich.progress import Progress
 
-    from kdmos_ros.bench import default_data, run_bench
+    from kdmos_ros.bench import default_data, realtime_verdict, run_bench
     from kdmos_ros.pipeline.segmenter import MotionSegmenter
 
     if data is None:
@@ -305,6 +308,7 @@ def bench(
         f"{summary['scans']} scans of {result.data} (median {summary['points_median']:,} points), "
         f"machine: {summary['machine']}"
     )
+    console.print(realtime_verdict(summary, rate))
     if json_out is not None:
         json_out.write_text(json.dumps(summary, indent=2) + "\n")
         console.print(f"figures written to {json_out}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from support import write_oracle_model
 
-from kdmos_ros.bench import ALL_STAGES, ping_pong
+from kdmos_ros.bench import ALL_STAGES, ping_pong, realtime_verdict
 from kdmos_ros.cli import main
 from kdmos_ros.pipeline.contract import ModelContract
 from kdmos_ros.pipeline.grid import GRIDS
@@ -35,7 +35,17 @@ def test_bench_command_writes_every_stage(
     assert 0 < total and abs(total - parts) < 0.5 * total
     assert figures["points_median"] > 100_000
     assert "cores" in figures["machine"]
-    assert "p95 ms" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "p95 ms" in out_text
+    p95 = figures["stages"]["total"]["p95_ms"]
+    verdict = "yes" if p95 <= 100.0 else "no"
+    assert f"real time at 10 Hz on this machine: {verdict}, p95 {p95:.1f} ms" in out_text
+
+
+def test_realtime_verdict_compares_the_total_p95_with_the_scan_period() -> None:
+    summary = {"stages": {"total": {"median_ms": 60.0, "p95_ms": 74.94}}}
+    assert realtime_verdict(summary, 10.0) == "real time at 10 Hz on this machine: yes, p95 74.9 ms"
+    assert realtime_verdict(summary, 20.0) == "real time at 20 Hz on this machine: no, p95 74.9 ms"
 
 
 def test_bench_without_a_model_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -103,6 +103,7 @@ class NodeHealth:
         expected_rate: float,
         horizon: float = 5.0,
         warn_period: float = 5.0,
+        realtime_scans: int = 50,
     ) -> None:
         self.topic = topic
         self.pose_source = pose_source
@@ -119,6 +120,11 @@ class NodeHealth:
         self._problems: deque[tuple[float, str]] = deque()
         self.counts: Counter[str] = Counter()
         self._latency: deque[float] = deque(maxlen=200)
+        # The real-time check looks at the last ``realtime_scans`` latencies only, so it reacts to a
+        # machine that became busy and clears once the node keeps up again.
+        self.realtime_scans = realtime_scans
+        self._recent_latency: deque[float] = deque(maxlen=realtime_scans)
+        self._behind_logged = False
         self._processing: deque[float] = deque(maxlen=200)
         self._window_fill: tuple[int, int] | None = None
         self._mounting = "n/a"
@@ -145,6 +151,10 @@ class NodeHealth:
                 self.counts["labelled"] += 1
                 self._output.tick(now)
                 self._latency.append(outcome.latency)
+                self._recent_latency.append(outcome.latency)
+                line = self._realtime_line()
+                if line is not None:
+                    lines.append(line)
                 if outcome.has_pose:
                     self._posed.tick(now)
                 else:
@@ -171,6 +181,32 @@ class NodeHealth:
                     lines.append(line)
             self._trim(now)
         return lines
+
+    def _behind(self) -> float | None:
+        """p95 latency (s) of the last ``realtime_scans`` scans when it exceeds the scan period."""
+        if len(self._recent_latency) < self.realtime_scans or self.expected_rate <= 0:
+            return None
+        p95 = float(np.percentile(np.array(self._recent_latency), 95))
+        return p95 if p95 > 1.0 / self.expected_rate else None
+
+    def _realtime_message(self, p95: float) -> str:
+        return (
+            f"not real time: latency p95 {p95 * 1000:.1f} ms over the last {self.realtime_scans} scans "
+            f"exceeds the {1000 / self.expected_rate:.0f} ms scan period at {self.expected_rate:g} Hz; "
+            "scans will be dropped (use a smaller model or a GPU provider; README, kdmos bench)"
+        )
+
+    def _realtime_line(self) -> str | None:
+        """The line to log when the node falls behind: once, and again only after it has caught up."""
+        p95 = self._behind()
+        if p95 is None:
+            if len(self._recent_latency) >= self.realtime_scans:
+                self._behind_logged = False
+            return None
+        if self._behind_logged:
+            return None
+        self._behind_logged = True
+        return self._realtime_message(p95)
 
     def report(self, key: str, message: str, now: float) -> list[str]:
         """A problem outside a scan (a bad odometry message, a bug while processing); lines to log."""
@@ -201,6 +237,7 @@ class NodeHealth:
             fill = self._window_fill
             mounting = self._mounting
             observed = now - self._started if self._started is not None else 0.0
+            behind = self._behind()
 
         def ms(values: np.ndarray, q: float) -> str:
             return f"{np.percentile(values, q):.1f}" if values.size else "n/a"
@@ -240,6 +277,8 @@ class NodeHealth:
             return HealthSummary(
                 WARN, f"{len(problems)} problem(s) in the last {self.horizon:g} s, latest: {latest}", values
             )
+        if behind is not None:
+            return HealthSummary(WARN, self._realtime_message(behind), values)
         if received_recently and drops_recently > 0.2 * received_recently:
             return HealthSummary(
                 WARN,

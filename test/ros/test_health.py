@@ -136,3 +136,22 @@ def test_problems_outside_scans_are_throttled_counted_and_shown() -> None:
     summary = health.summary(2.0, 0.5)
     assert summary.level == WARN and "3 problem(s)" in summary.message
     assert dict(summary.values)["last_problem"] == "odometry rejected: NaN"
+
+
+def test_falling_behind_is_logged_once_per_episode_and_clears_when_the_node_keeps_up() -> None:
+    health = NodeHealth(
+        "/points", "tf", "CUDAExecutionProvider", "m.onnx", expected_rate=10.0, realtime_scans=10
+    )
+    health.start(0.0)
+    fast, slow = (lambda t: labelled(latency=0.05)), (lambda t: labelled(latency=0.12))
+    assert run(health, 2.0, fast) == []
+    behind = [line for line in run(health, 2.0, slow, start=2.0) if "real time" in line]
+    assert behind == [
+        "not real time: latency p95 120.0 ms over the last 10 scans exceeds the 100 ms scan period at 10 Hz; "
+        "scans will be dropped (use a smaller model or a GPU provider; README, kdmos bench)"
+    ]
+    assert health.summary(4.0, 0.5).level == WARN and health.summary(4.0, 0.5).message == behind[0]
+    assert run(health, 2.0, fast, start=4.0) == []  # caught up: OK again
+    assert health.summary(6.0, 0.5).level == OK
+    again = [line for line in run(health, 2.0, slow, start=6.0) if "real time" in line]
+    assert len(again) == 1  # a new episode is logged again

@@ -26,6 +26,7 @@ from kdmos_ros.io import pointcloud2 as pc2
 from kdmos_ros.odometry import TfTree
 from kdmos_ros.pipeline.runner import ModelLoadError
 from kdmos_ros.pipeline.segmenter import LABEL_MOVING, LABEL_STATIC, LABEL_UNKNOWN
+from kdmos_ros.ros.health import WARN, NodeHealth
 from kdmos_ros.ros.params import NodeSettings, settings_from
 from kdmos_ros.ros.poses import NoPoses, OdometryPoses, PoseNotReady, StaticPoses, TfPoses
 from kdmos_ros.ros.processing import (
@@ -456,3 +457,39 @@ def test_lidar_pose_source_on_real_kitti_scans(oracle_model: Path, kitti00_root:
     assert outcomes[-1].result.window_full
     travelled = float(np.linalg.norm(processor.segmenter.window.newest.pose[:3, 3]))
     assert 6.6 < travelled < 6.95  # the shipped registration of these scans: 6.77 m
+
+
+@pytest.mark.parametrize("model_seconds", [0.0, 0.15])
+def test_a_model_slower_than_the_scan_period_is_warned_about_once(
+    oracle_model: Path, model_seconds: float
+) -> None:
+    # The node's own clock sees the model take ``model_seconds`` per scan at a 10 Hz scan rate.
+    processor, fake = make_processor(oracle_model)
+    runner = processor.segmenter.runner
+    run = runner.run
+
+    def slow_run(*inputs: np.ndarray) -> np.ndarray:
+        fake.sleep(model_seconds)
+        return run(*inputs)
+
+    runner.run = slow_run  # type: ignore[method-assign]
+    health = NodeHealth(
+        "/points", "tf", "CPUExecutionProvider", "m.onnx", expected_rate=10.0, realtime_scans=5
+    )
+    health.start(fake.monotonic())
+    lines = []
+    for scan, stamp in zip(SCANS, STAMPS, strict=True):  # 10 scans: late from the 5th on
+        health.received(fake.monotonic(), replaced=False)
+        outcome = processor.handle(pending(velodyne_cloud(scan.points, stamp), fake))
+        assert outcome.status == LABELLED
+        lines += [line for line in health.observe(outcome, fake.monotonic()) if "real time" in line]
+    summary = health.summary(fake.monotonic(), 0.5)
+    if model_seconds == 0.0:
+        assert lines == [] and "real time" not in summary.message
+        return
+    assert len(lines) == 1  # logged once, not for every late scan
+    assert summary.level == WARN
+    p95 = float(dict(summary.values)["latency_p95_ms"])
+    assert p95 >= 150.0
+    assert summary.message.startswith("not real time: latency p95 ")
+    assert "over the last 5 scans exceeds the 100 ms scan period at 10 Hz" in summary.message
