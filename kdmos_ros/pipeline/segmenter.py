@@ -97,7 +97,6 @@ class MotionSegmenter:
         self.window = ScanWindow(
             motion.num_past_scans, motion.voxel_size, scan_period=motion.period, max_gap=max_gap
         )
-        self.ground = GroundEstimator(origin=sensor_origin)
         self.set_mounting(mounting, sensor_origin)
 
     @classmethod

@@ -39,8 +39,8 @@ def _tilted_points(points: np.ndarray) -> np.ndarray:
     return out
 
 
-def _run(model: Path, values: dict, frame: str, tilted: bool) -> tuple[list, CloudProcessor]:
-    settings = settings_from({"model_path": str(model), **values})
+def _processor(settings) -> tuple[CloudProcessor, FakeTime]:
+    """A processor on the tilted TF tree, its mounting source reading the same tree."""
     lookup = tree_lookup(_tilted_tree())
     fake = FakeTime()
     processor = CloudProcessor(
@@ -52,6 +52,12 @@ def _run(model: Path, values: dict, frame: str, tilted: bool) -> tuple[list, Clo
         sleep=fake.sleep,
         mounting=MountingSource(settings, lookup),
     )
+    return processor, fake
+
+
+def _run(model: Path, values: dict, frame: str, tilted: bool) -> tuple[list, CloudProcessor]:
+    settings = settings_from({"model_path": str(model), **values})
+    processor, fake = _processor(settings)
     outcomes = []
     for scan, stamp in zip(SCANS, STAMPS, strict=True):
         points = _tilted_points(scan.points) if tilted else scan.points
@@ -117,17 +123,7 @@ def test_a_cloud_in_the_vehicle_frame_is_centred_on_its_sensor(oracle_model: Pat
             "sensor_frame": "velodyne",
         }
     )
-    lookup = tree_lookup(_tilted_tree())
-    fake = FakeTime()
-    processor = CloudProcessor(
-        load_segmenter(settings),
-        TfPoses(lookup, "odom"),
-        settings,
-        clock=fake.clock,
-        wall=fake.monotonic,
-        sleep=fake.sleep,
-        mounting=MountingSource(settings, lookup),
-    )
+    processor, _ = _processor(settings)
     outcomes = []
     for scan, stamp in zip(SCANS, STAMPS, strict=True):
         in_base = scan.points.copy()
