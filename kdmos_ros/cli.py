@@ -132,6 +132,16 @@ def _model_info(path: Path) -> None:
     )
     table.add_row("motion offsets", f"{', '.join(map(str, motion.offsets))} x {motion.period:g} s")
     training = dict(contract.training)
+    calibration = training.pop("calibration", None)
+    table.add_row(
+        "moving threshold",
+        f"{contract.moving_threshold:g}"
+        + (
+            f" (calibrated on {calibration.get('root', '?')} {', '.join(calibration.get('sequences', []))})"
+            if isinstance(calibration, dict)
+            else " (not calibrated)"
+        ),
+    )
     trained = training.pop("trained", None)
     table.add_row(
         "trained", "no: random weights (kdmos export without --checkpoint)" if trained is False else "yes"
@@ -481,6 +491,16 @@ def evaluate_command(
             "known: take it from the sequence's sensor.yaml.",
         ),
     ] = "auto",
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold",
+            "-t",
+            min=0.0,
+            max=1.0,
+            help="P(moving) from which a point is moving (default: the model's calibrated threshold).",
+        ),
+    ] = None,
 ) -> None:
     """Moving-object IoU with the SemanticKITTI-MOS protocol, scan by scan through the node's pipeline.
 
@@ -512,7 +532,8 @@ def evaluate_command(
         _need_train_extra("eval on a checkpoint", ("torch", "onnx"))
         from kdmos_ros.train.evaluation import evaluate_checkpoint
     else:
-        segmenter = MotionSegmenter.from_path(model, provider=provider, log=quiet)
+        segmenter = MotionSegmenter.from_path(model, provider=provider, log=quiet, moving_threshold=threshold)
+        quiet(f"moving threshold {segmenter.moving_threshold:g}")
     with Progress(console=error_console, transient=True, disable=json_output) as progress:
         task = progress.add_task("evaluating", total=total)
 
@@ -521,7 +542,7 @@ def evaluate_command(
 
         if checkpoint:
             report = evaluate_checkpoint(
-                model, data_root, names, provider, device, None, advance, quiet, mounting
+                model, data_root, names, provider, device, None, advance, quiet, mounting, threshold
             )
         else:
             report = evaluate(segmenter, data_root, names, advance, mounting)
@@ -567,6 +588,74 @@ def evaluate_command(
         plot.mkdir(parents=True, exist_ok=True)
         _eval_figures(report, model.name, plot)
         quiet(f"confusion.png and scan_iou.png written to {plot}")
+
+
+@app.command()
+def calibrate(
+    model: Annotated[Path, typer.Argument(help="Exported ONNX model.")],
+    data_root: Annotated[Path, typer.Argument(help="Dataset root holding sequences/NN/ with labels.")],
+    sequences: Annotated[
+        str,
+        typer.Option("--sequences", "-s", help="Comma-separated VALIDATION sequences (never the test ones)."),
+    ],
+    write: Annotated[
+        Path | None,
+        typer.Option("--write", "-w", help="Write the model with the chosen threshold here (may be MODEL)."),
+    ] = None,
+    provider: Annotated[str, typer.Option(help="auto, tensorrt, cuda or cpu.")] = "auto",
+    mounting: Annotated[
+        str, typer.Option("--mounting", help="auto (estimated, as the node does) or known (sensor.yaml).")
+    ] = "auto",
+) -> None:
+    """Choose the moving threshold a model ships with, on labelled validation drives.
+
+    Streams the sequences once through the node's pipeline, scores every threshold from 0.10 to 0.90
+    (step 0.05) and picks the one with the best mean moving IoU over the sensors. With --write the
+    model is copied with that threshold in its contract; the node, eval, label-bag and demo then use
+    it unless told otherwise (needs the onnx package).
+    """
+    from rich.progress import Progress
+
+    from kdmos_ros.calibrate import sweep, write_threshold
+    from kdmos_ros.io.semantickitti import open_sequence
+    from kdmos_ros.pipeline.segmenter import MotionSegmenter
+
+    names = _sequence_names(sequences)
+    if write is not None and util.find_spec("onnx") is None:
+        raise KdmosError("kdmos calibrate --write needs onnx: pip install 'onnx>=1.15'")
+    segmenter = MotionSegmenter.from_path(model, provider=provider, log=console.print)
+    total = sum(len(open_sequence(data_root, name)) for name in names)
+    with Progress(console=error_console, transient=True) as progress:
+        task = progress.add_task("calibrating", total=total)
+        result = sweep(segmenter, data_root, names, lambda n: progress.advance(task, n), mounting)
+    best = result.best
+    table = Table(title=f"moving IoU of {model.name} per threshold")
+    table.add_column("threshold", justify="right")
+    for sensor in result.sensors:
+        table.add_column(sensor, justify="right")
+    table.add_column("mean", justify="right")
+    mean = result.mean_moving_iou()
+    for i, threshold in enumerate(result.thresholds):
+        cells = [f"{100 * c.moving_iou[i]:.2f}" for c in result.sensors.values()]
+        table.add_row(
+            f"{threshold:.2f}", *cells, f"{100 * mean[i]:.2f}", style="bold" if threshold == best else None
+        )
+    console.print(table)
+    current = segmenter.contract.moving_threshold
+    console.print(
+        f"best threshold {best:g}: mean moving IoU {100 * result.iou_at(best):.2f} "
+        f"(the model's current {current:g}: "
+        + (f"{100 * result.iou_at(current):.2f})" if current in result.thresholds else "not on the grid)")
+    )
+    if write is not None:
+        provenance = {
+            "root": str(data_root),
+            "sequences": names,
+            "mounting": mounting,
+            "mean_moving_iou": round(result.iou_at(best), 4),
+        }
+        write_threshold(model, write, best, provenance)
+        console.print(f"wrote {write} with moving threshold {best:g}")
 
 
 def _eval_figures(report, model_name: str, folder: Path) -> None:

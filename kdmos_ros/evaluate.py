@@ -22,7 +22,7 @@ from kdmos_ros.io.semantickitti import (
 )
 from kdmos_ros.metrics import ConfusionMatrix, MosScores, mos_matrix, update_mos
 from kdmos_ros.pipeline.canonical import Mounting
-from kdmos_ros.pipeline.segmenter import LABEL_MOVING, MotionSegmenter
+from kdmos_ros.pipeline.segmenter import LABEL_MOVING, MotionSegmenter, SegmentationResult
 
 #: Where ``kdmos eval`` takes each sequence's mounting from: estimated from the scans, as the node does
 #: by default, or the one the sequence's ``sensor.yaml`` states.
@@ -134,19 +134,18 @@ def scan_moving_iou(predicted: np.ndarray, truth: np.ndarray) -> float:
 def label_sequence(
     segmenter: MotionSegmenter,
     sequence: SemanticKittiSequence,
-    on_scan: Callable[[int, np.ndarray], None],
+    on_scan: Callable[[int, SegmentationResult], None],
     progress: Callable[[int], None] | None = None,
     mounting: str = "auto",
 ) -> None:
-    """Stream a sequence through the segmenter in frame order; ``on_scan(frame, labels)`` per scan.
+    """Stream a sequence through the segmenter in frame order; ``on_scan(frame, result)`` per scan.
 
     The segmenter's mounting is estimated afresh, unless ``mounting`` is ``known`` (sensor.yaml's).
     """
     segmenter.reset()
     segmenter.set_mounting(known_mounting(sequence) if mounting == "known" else None)
     for frame, pose, stamp in zip(sequence.frames, sequence.poses, sequence.times, strict=True):
-        result = segmenter.process(sequence.read_scan(frame), pose, float(stamp))
-        on_scan(frame, result.labels)
+        on_scan(frame, segmenter.process(sequence.read_scan(frame), pose, float(stamp)))
         if progress is not None:
             progress(1)
 
@@ -162,7 +161,8 @@ def evaluate_sequence(
         raise SemanticKittiError(f"{sequence.directory} has no labels/ for every scan: cannot evaluate")
     report = SequenceReport(sequence.directory.name, sensor_label(sequence.sensor))
 
-    def score(frame: int, labels: np.ndarray) -> None:
+    def score(frame: int, result: SegmentationResult) -> None:
+        labels = result.labels
         semantic, _ = sequence.read_labels(frame)
         truth = mos_labels(semantic)
         update_mos(report.matrix, labels, truth)
@@ -200,8 +200,8 @@ def predict(
     target = out_dir / "sequences" / sequence.directory.name / "predictions"
     target.mkdir(parents=True, exist_ok=True)
 
-    def write(frame: int, labels: np.ndarray) -> None:
-        ids = np.where(labels == LABEL_MOVING, PREDICTED_MOVING_ID, PREDICTED_STATIC_ID).astype("<u4")
+    def write(frame: int, result: SegmentationResult) -> None:
+        ids = np.where(result.labels == LABEL_MOVING, PREDICTED_MOVING_ID, PREDICTED_STATIC_ID).astype("<u4")
         (target / f"{frame:06d}.label").write_bytes(ids.tobytes())
 
     label_sequence(segmenter, sequence, write, progress)

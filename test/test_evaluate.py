@@ -29,7 +29,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[in
     model = write_oracle_model(tmp / "oracle.onnx", CONTRACT)
     predictions: dict[int, np.ndarray] = {}
     sequence = open_sequence(root, "08")
-    label_sequence(MotionSegmenter.from_path(model), sequence, predictions.__setitem__)
+    label_sequence(
+        MotionSegmenter.from_path(model),
+        sequence,
+        lambda frame, result: predictions.update({frame: result.labels}),
+    )
     return root, model, predictions
 
 

@@ -166,6 +166,8 @@ def cloud_dtype(fields: Iterable[PointFieldLike], point_step: int, is_bigendian:
     expressed through explicit offsets; ``count > 1`` becomes a subarray field.
     """
     point_step = int(point_step)
+    if not 0 <= point_step <= MAX_POINT_STEP:
+        raise MalformedCloudError(f"PointCloud2 point_step {point_step} is not in 0..{MAX_POINT_STEP}")
     names = []
     formats = []
     offsets = []
@@ -206,6 +208,12 @@ def _data_bytes(data: Any) -> np.ndarray:
     return np.asarray(data, dtype=np.uint8).reshape(-1)
 
 
+#: PointCloud2's size fields are uint32.
+UINT32_MAX = 2**32 - 1
+#: numpy describes a point with a C int itemsize; no real point is anywhere near this (64 KiB).
+MAX_POINT_STEP = 2**16
+
+
 class _Layout(NamedTuple):
     height: int
     width: int
@@ -221,9 +229,9 @@ def _layout(msg: PointCloud2Like) -> _Layout:
     point_step = int(msg.point_step)
     row_step = int(msg.row_step)
     buffer = _data_bytes(msg.data)
-    if height < 0 or width < 0 or point_step < 0 or row_step < 0:
+    if not all(0 <= size <= UINT32_MAX for size in (height, width, point_step, row_step)):
         raise MalformedCloudError(
-            f"PointCloud2 has a negative size: height {height}, width {width}, "
+            f"PointCloud2 has a size outside uint32: height {height}, width {width}, "
             f"point_step {point_step}, row_step {row_step}"
         )
     if height * width > 0 and point_step == 0:
@@ -293,9 +301,10 @@ def decode(msg: PointCloud2Like) -> np.ndarray:
     """
     layout = _layout(msg)
     n = layout.height * layout.width
-    if n == 0:
-        # An empty scan (e.g. a driver's first message) is data, not an error, whatever its fields.
+    if n == 0 and not msg.fields:
+        # An empty scan without fields (a default-constructed message, a driver's first one) is data.
         return np.zeros((0, 4), dtype=np.float32)
+    # An empty cloud with fields is checked like any other: its layout is passed on to the outputs.
     dtype = cloud_dtype(msg.fields, layout.point_step, bool(msg.is_bigendian))
     names = dtype.names or ()
     missing = [axis for axis in ("x", "y", "z") if axis not in names]
@@ -373,6 +382,11 @@ def encode(msg: PointCloud2Like, labels: Any, moving_prob: Any) -> EncodedCloud:
     label_offset = layout.point_step
     prob_offset = _align(label_offset + 1, 4)
     point_step = prob_offset + 4
+    if layout.width * point_step > UINT32_MAX:
+        raise MalformedCloudError(
+            f"PointCloud2 of width {layout.width}: the labelled cloud's row_step "
+            f"{layout.width * point_step} would not fit its uint32 field"
+        )
     out = np.zeros((n, point_step), dtype=np.uint8)
     if n:
         raw_points = np.ndarray(
@@ -466,6 +480,8 @@ def select_points(cloud: EncodedCloud, mask: Any) -> EncodedCloud:
         data=chosen.reshape(-1),
         is_dense=True,
     )
+    if selected.width == 0:
+        return selected  # nothing to decode (an empty input may have no x, y, z fields at all)
     xyz = decode(selected)[:, :3]
     return replace(selected, is_dense=bool(np.isfinite(xyz).all()))
 

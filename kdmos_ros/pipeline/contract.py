@@ -111,6 +111,13 @@ class ModelContract(BaseModel):
     inputs: tuple[str, ...] = (INPUT_POINT_FEATURES, INPUT_POINT_CELLS, INPUT_MOTION_BEV)
     outputs: tuple[str, ...] = (OUTPUT_LOGITS,)
     preset: str = "custom"
+    moving_threshold: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="P(moving) from which a point is labelled moving unless the user sets a threshold; "
+        "chosen on validation drives by `kdmos calibrate` (kdmos_ros/calibrate.py).",
+    )
     training: dict[str, Any] = Field(
         default_factory=dict, description="Free-form provenance: data, epochs, metrics, commit, date."
     )

@@ -19,6 +19,7 @@ from kdmos_ros.errors import KdmosError
 from kdmos_ros.pipeline.canonical import GroundEstimate, GroundEstimator, Mounting
 from kdmos_ros.pipeline.features import compute_features
 from kdmos_ros.pipeline.runner import ModelRunner
+from kdmos_ros.pipeline.sanity import PointCheck, check_points, without_unusable
 from kdmos_ros.pipeline.window import ScanWindow, finite_rows
 
 # Published labels (the `label` field of the output cloud).
@@ -44,6 +45,8 @@ class SegmentationResult:
     reset_reason: str | None = None  # why the window started over before this scan, if it did
     num_valid: int = 0  # points given to the network
     ground: GroundEstimate | None = None  # the automatic mounting estimate of this scan, when used
+    check: PointCheck | None = None  # points left out as non-finite, out of reach or bad intensity
+    bad_outputs: int = 0  # points whose P(moving) came back non-finite or outside [0, 1]: label 255
 
     @property
     def window_full(self) -> bool:
@@ -85,14 +88,14 @@ class MotionSegmenter:
     def __init__(
         self,
         runner: ModelRunner,
-        moving_threshold: float = 0.5,
+        moving_threshold: float | None = None,
         max_gap: float = 0.5,
         mounting: Mounting | None = None,
         sensor_origin: np.ndarray | None = None,
     ) -> None:
         self.runner = runner
         self.contract = runner.contract
-        self.moving_threshold = moving_threshold
+        self.use_threshold(moving_threshold)
         motion = self.contract.motion
         self.window = ScanWindow(
             motion.num_past_scans, motion.voxel_size, scan_period=motion.period, max_gap=max_gap
@@ -108,6 +111,11 @@ class MotionSegmenter:
         **options: Any,
     ) -> MotionSegmenter:
         return cls(ModelRunner(path, provider=provider, log=log), **options)
+
+    def use_threshold(self, value: float | None) -> None:
+        """Label points moving from P(moving) ≥ ``value``; None or a negative value: the threshold
+        the model was calibrated with (its contract's ``moving_threshold``, kdmos_ros/calibrate.py)."""
+        self.moving_threshold = self.contract.moving_threshold if value is None or value < 0 else value
 
     @property
     def uses_frame(self) -> bool:
@@ -131,6 +139,9 @@ class MotionSegmenter:
         """Label one scan. ``pose`` is odom ← cloud frame at ``stamp`` (seconds); ``to_canonical``
         (4 × 4, canonical ← cloud frame) overrides the segmenter's own mounting."""
         scan = as_scan(points)
+        check = check_points(scan)
+        # Absurd points become NaN points: left out of the window, the ground fit and the network.
+        scan = without_unusable(scan, check)
         n = len(scan)
         labels = np.full(n, LABEL_UNKNOWN, dtype=np.uint8)
         moving_prob = np.zeros(n, dtype=np.float32)
@@ -141,7 +152,7 @@ class MotionSegmenter:
         finite = finite_rows(scan)
         if not finite.any():
             # Nothing to compare later scans against: leave the window as it was.
-            return SegmentationResult(labels, moving_prob, window_fill=self.window.fill(offsets))
+            return SegmentationResult(labels, moving_prob, window_fill=self.window.fill(offsets), check=check)
         xyz = scan[:, :3] if finite.all() else scan[finite, :3]
         reason = self.window.push(xyz, pose, stamp)
         timings["window"] = time.perf_counter() - start
@@ -180,8 +191,16 @@ class MotionSegmenter:
 
         start = time.perf_counter()
         prob = moving_probability(logits, self.contract.moving_class, self.contract.ignore_class)
+        # A broken model or runtime must not publish NaN under a label: such points are unknown.
+        sound = (prob >= 0.0) & (prob <= 1.0)  # False for NaN
+        bad_outputs = len(prob) - int(np.count_nonzero(sound))
+        if bad_outputs:
+            prob = np.where(sound, prob, np.float32(0.0))
+        point_labels = np.where(prob >= self.moving_threshold, LABEL_MOVING, LABEL_STATIC).astype(np.uint8)
+        if bad_outputs:
+            point_labels[~sound] = LABEL_UNKNOWN
         moving_prob[features.valid] = prob
-        labels[features.valid] = np.where(prob >= self.moving_threshold, LABEL_MOVING, LABEL_STATIC)
+        labels[features.valid] = point_labels
         timings["labels"] = time.perf_counter() - start
 
         return SegmentationResult(
@@ -192,4 +211,6 @@ class MotionSegmenter:
             reset_reason=reason,
             num_valid=num_valid,
             ground=ground,
+            check=check,
+            bad_outputs=bad_outputs,
         )

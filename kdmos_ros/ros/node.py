@@ -220,7 +220,7 @@ class KdmosNode(Node):
         return SetParametersResult(successful=True)
 
     def _diagnose(self, stat: Any) -> Any:
-        summary = self._health.summary(time.monotonic(), self._processor.settings.moving_threshold)
+        summary = self._health.summary(time.monotonic(), self._processor.segmenter.moving_threshold)
         stat.summary(_LEVELS[summary.level], summary.message)
         for key, value in summary.values:
             stat.add(key, value)

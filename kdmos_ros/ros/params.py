@@ -233,11 +233,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "moving_threshold",
-        0.5,
+        -1.0,
         "A point is labelled moving (1) when its moving probability is at least this, else static "
-        "(0). Lower finds more moving points, higher fewer false ones.",
+        "(0). Lower finds more moving points, higher fewer false ones. Negative: the threshold the "
+        "model was calibrated with on validation drives (`kdmos info MODEL` shows it).",
         dynamic=True,
-        limits=(0.0, 1.0),
+        limits=(-1.0, 1.0),
     ),
     ParamSpec(
         "max_scan_age",
@@ -304,7 +305,7 @@ class NodeSettings:
     odom_max_gap: float = 0.2
     lidar_max_range: float = 100.0
     lidar_min_range: float = 0.0
-    moving_threshold: float = 0.5
+    moving_threshold: float = -1.0
     max_scan_age: float = 0.5
     tf_timeout: float = 0.1
     publish_moving: bool = True

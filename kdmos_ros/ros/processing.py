@@ -33,6 +33,7 @@ from kdmos_ros.io.pointcloud2 import (
     select_points,
 )
 from kdmos_ros.pipeline.runner import ModelLoadError, ModelRunner
+from kdmos_ros.pipeline.sanity import MAX_ABS_INTENSITY, MAX_COORDINATE_M, PointCheck, check_points
 from kdmos_ros.pipeline.segmenter import (
     LABEL_MOVING,
     LABEL_STATIC,
@@ -40,7 +41,7 @@ from kdmos_ros.pipeline.segmenter import (
     MotionSegmenter,
     SegmentationResult,
 )
-from kdmos_ros.pipeline.window import InvalidPoseError, finite_rows
+from kdmos_ros.pipeline.window import InvalidPoseError
 from kdmos_ros.ros.mounting import MountingSource
 from kdmos_ros.ros.params import NodeSettings, model_file
 from kdmos_ros.ros.poses import PoseNotReady, PoseSource, PoseUnavailable
@@ -232,23 +233,10 @@ class CloudProcessor:
 
         labels = np.full(n, LABEL_UNKNOWN, dtype=np.uint8)
         moving_prob = np.zeros(n, dtype=np.float32)
-        finite = finite_rows(points)
-        num_finite = int(finite.sum())
-        if n == 0:
-            outcome.problems.append(Problem("empty_cloud", "empty cloud (0 points): published as is"))
-        elif num_finite == 0:
-            outcome.problems.append(
-                Problem("non_finite", f"all {n} points are NaN or infinite: every label is unknown (255)")
-            )
-        else:
-            if num_finite < n and bool(msg.is_dense):
-                outcome.problems.append(
-                    Problem(
-                        "non_finite",
-                        f"cloud says is_dense but {n - num_finite} of {n} points are NaN or infinite; "
-                        "they are labelled unknown (255)",
-                    )
-                )
+        check = check_points(points)
+        usable = check.usable
+        outcome.problems.extend(_point_problems(check, n, bool(msg.is_dense)))
+        if usable.any():
             try:
                 pose = self._pose(outcome.frame_id, stamp, points, newer_waiting)
             except _Dropped as dropped:
@@ -264,13 +252,19 @@ class CloudProcessor:
                 if result is not None:
                     labels, moving_prob = result.labels, result.moving_prob
 
-        outcome.labeled = encode(msg, labels, moving_prob)
+        try:
+            outcome.labeled = encode(msg, labels, moving_prob)
+        except PointCloudError as error:
+            outcome.problems.append(Problem("malformed_cloud", f"cloud rejected: {error}"))
+            return outcome
+        if n == 0:
+            outcome.problems.append(Problem("empty_cloud", "empty cloud (0 points): published as is"))
         if want_moving:
             outcome.moving = select_points(outcome.labeled, labels == LABEL_MOVING)
         if want_static:
             keep = labels == LABEL_STATIC
             if settings.static_includes_unknown:
-                keep |= (labels == LABEL_UNKNOWN) & finite
+                keep |= (labels == LABEL_UNKNOWN) & usable
             outcome.static = select_points(outcome.labeled, keep)
         outcome.status = LABELLED
         outcome.latency = self._wall() - scan.received
@@ -330,7 +324,7 @@ class CloudProcessor:
     ) -> SegmentationResult | None:
         """Run the segmenter; None (and a problem) when the pose is not a rigid transform."""
         segmenter = self.segmenter
-        segmenter.moving_threshold = settings.moving_threshold
+        segmenter.use_threshold(settings.moving_threshold)
         if not self.poses.keeps_window:
             segmenter.reset()
         to_canonical, problems = self.mounting.prepare(segmenter, outcome.frame_id)
@@ -359,4 +353,47 @@ class CloudProcessor:
             outcome.problems.append(
                 Problem("window_reset", f"motion window restarted: {result.reset_reason}")
             )
+        if result.bad_outputs:
+            outcome.problems.append(
+                Problem(
+                    "bad_output",
+                    f"the model returned {result.bad_outputs} non-finite or out-of-range moving "
+                    "probabilities; those points are labelled unknown (255)",
+                )
+            )
         return result
+
+
+def _point_problems(check: PointCheck, n: int, is_dense: bool) -> list[Problem]:
+    """One problem per kind of unusable point (they are labelled unknown, 255, and never reach the
+    network: kdmos_ros/pipeline/sanity.py)."""
+    problems = []
+    if check.non_finite == n and n:
+        problems.append(
+            Problem("non_finite", f"all {n} points are NaN or infinite: every label is unknown (255)")
+        )
+    elif check.non_finite and is_dense:
+        problems.append(
+            Problem(
+                "non_finite",
+                f"cloud says is_dense but {check.non_finite} of {n} points are NaN or infinite; "
+                "they are labelled unknown (255)",
+            )
+        )
+    if check.out_of_reach:
+        problems.append(
+            Problem(
+                "out_of_reach",
+                f"{check.out_of_reach} of {n} points lie beyond {MAX_COORDINATE_M:g} m on an axis "
+                "(corrupt data?); they are labelled unknown (255)",
+            )
+        )
+    if check.bad_intensity:
+        problems.append(
+            Problem(
+                "bad_intensity",
+                f"{check.bad_intensity} of {n} points have a NaN, infinite or absurd intensity "
+                f"(beyond ±{MAX_ABS_INTENSITY:g}; wrong byte order?); they are labelled unknown (255)",
+            )
+        )
+    return problems

@@ -55,6 +55,7 @@ def evaluate_teacher(
     device: str | torch.device = "cpu",
     progress: Callable[[int], None] | None = None,
     max_points: int | None = TEACHER_EVAL_MAX_POINTS,
+    threshold: float = MOVING_THRESHOLD,
 ) -> EvalReport:
     """Score a teacher on labelled sequences: K-scan samples, P(moving) ≥ 0.5 on the current scan."""
     model = model.to(device).eval()
@@ -72,7 +73,7 @@ def evaluate_teacher(
             probability = moving_probability(logits[:n_current], model.config.classes.index("moving"), 0)
             labels = np.full(len(sample.current_finite), LABEL_UNKNOWN, dtype=np.uint8)
             labels[sample.current_finite] = np.where(
-                probability.cpu().numpy() >= MOVING_THRESHOLD, LABEL_MOVING, 0
+                probability.cpu().numpy() >= threshold, LABEL_MOVING, 0
             )
             truth = mos_labels(sequence.read_labels(sample.frame)[0])
             update_mos(report.matrix, labels, truth)
@@ -92,8 +93,9 @@ def evaluate_student_in_torch(
     name: str,
     device: str | torch.device = "cpu",
     progress: Callable[[int], None] | None = None,
+    threshold: float = MOVING_THRESHOLD,
 ) -> EvalReport:
-    """Score a student in torch on every scan of the sequences (P(moving) ≥ 0.5): the only way to
+    """Score a student in torch on every scan of the sequences (P(moving) ≥ ``threshold``): the only way to
     score a non-causal one; for a causal one it agrees with the ONNX path."""
     model = model.to(device).eval()
     config = model.config
@@ -110,7 +112,7 @@ def evaluate_student_in_torch(
             logits = model(batch.point_features, batch.point_cells, batch.motion_bev).point_logits
             probability = moving_probability(logits, contract.moving_class, contract.ignore_class)
             labels = np.full(len(sample.valid), LABEL_UNKNOWN, dtype=np.uint8)
-            labels[sample.valid] = np.where(probability.cpu().numpy() >= MOVING_THRESHOLD, LABEL_MOVING, 0)
+            labels[sample.valid] = np.where(probability.cpu().numpy() >= threshold, LABEL_MOVING, 0)
             truth = mos_labels(sequence.read_labels(sample.frame)[0])
             update_mos(report.matrix, labels, truth)
             report.frames.append(sample.frame)
@@ -131,20 +133,23 @@ def evaluate_checkpoint(
     progress: Callable[[int], None] | None = None,
     log: Callable[[str], None] | None = None,
     mounting: str = "auto",
+    threshold: float | None = None,
 ) -> EvalReport:
     """Evaluate a student (via ONNX and :class:`MotionSegmenter`) or teacher (torch) checkpoint.
 
     ``num_scans`` (teacher only) defaults to the number of scans the teacher was trained with;
-    ``mounting`` (exported students only) as :func:`kdmos_ros.evaluate.evaluate` takes it.
+    ``mounting`` (exported students only) as :func:`kdmos_ros.evaluate.evaluate` takes it;
+    ``threshold`` defaults to 0.5 (a checkpoint is not calibrated, kdmos_ros/calibrate.py).
     """
+    cut = MOVING_THRESHOLD if threshold is None else threshold
     checkpoint = Path(checkpoint)
     if checkpoint_kind(checkpoint) == STUDENT_KIND:
         model, config, training = trained_student(checkpoint)
         if config.future:
-            return evaluate_student_in_torch(model, root, sequences, str(checkpoint), device, progress)
+            return evaluate_student_in_torch(model, root, sequences, str(checkpoint), device, progress, cut)
         with tempfile.TemporaryDirectory(prefix="kdmos-eval-") as folder:
             path = export_onnx(model, config, Path(folder) / f"{checkpoint.stem}.onnx", training)
-            segmenter = MotionSegmenter.from_path(path, provider=provider, log=log)
+            segmenter = MotionSegmenter.from_path(path, provider=provider, log=log, moving_threshold=cut)
             report = evaluate(segmenter, root, sequences, progress, mounting)
         report.model = str(checkpoint)
         return report
@@ -157,4 +162,6 @@ def evaluate_checkpoint(
     if not 1 <= num_scans <= model.config.max_scans:
         raise KdmosError(f"the teacher takes 1 to {model.config.max_scans} scans, not {num_scans}")
     max_points = data.get("max_points") or TEACHER_EVAL_MAX_POINTS
-    return evaluate_teacher(model, root, sequences, num_scans, str(checkpoint), device, progress, max_points)
+    return evaluate_teacher(
+        model, root, sequences, num_scans, str(checkpoint), device, progress, max_points, cut
+    )

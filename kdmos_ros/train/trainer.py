@@ -72,7 +72,8 @@ from kdmos_ros.train.models import teacher as teacher_models
 from kdmos_ros.train.teacher_data import TeacherBatch, TeacherDataset, collate_teacher
 
 CSV_COLUMNS = ("epoch", "step", "train_loss", "lr", "val_moving_iou", "val_static_iou", "seconds")
-MOVING_THRESHOLD = 0.5  # the node's default (MotionSegmenter.moving_threshold)
+# An uncalibrated model's threshold (ModelContract.moving_threshold); `kdmos calibrate` picks a shipped one.
+MOVING_THRESHOLD = 0.5
 
 
 class ResumeError(KdmosError):

@@ -584,3 +584,48 @@ def test_select_points_refuses_a_mask_of_the_wrong_shape_or_type() -> None:
         pc2.select_points(cloud, np.ones(3, bool))
     with pytest.raises(pc2.PointCountMismatchError, match="boolean"):
         pc2.select_points(cloud, np.ones(4, np.uint8))
+
+
+def _empty(
+    fields: list[tuple[str, int, int, int]], point_step: int, width: int = 0, row_step: int = 0
+) -> Any:
+    return PointCloud2(
+        header=make_header(),
+        height=0,
+        width=width,
+        fields=[PointField(name=n, offset=o, datatype=d, count=c) for n, o, d, c in fields],
+        is_bigendian=False,
+        point_step=point_step,
+        row_step=row_step,
+        data=np.zeros(0, np.uint8),
+        is_dense=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "point_step", "error"),
+    [
+        ([("x", 0, 0, 1), ("y", 4, 7, 1), ("z", 8, 7, 1)], 12, pc2.UnknownDatatypeError),
+        ([("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 1), ("i", 12, 7, 1)], 12, pc2.MalformedCloudError),
+        ([("x", 0, 7, 1), ("x", 4, 7, 1), ("z", 8, 7, 1)], 12, pc2.MalformedCloudError),
+        ([("x", 0, 7, 1), ("y", 4, 7, 1)], 12, pc2.MissingFieldError),
+        ([("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 1)], 4294967292, pc2.MalformedCloudError),
+    ],
+)
+def test_an_empty_cloud_with_fields_is_checked_like_any_other(fields, point_step: int, error: type) -> None:
+    msg = _empty(fields, point_step)
+    with pytest.raises(error):
+        pc2.decode(msg)
+    if error is not pc2.MissingFieldError:  # encode copies bytes; it needs no x, y, z
+        with pytest.raises(error):
+            pc2.encode(msg, np.zeros(0, np.uint8), np.zeros(0, np.float32))
+
+
+def test_a_labelled_cloud_whose_row_step_would_overflow_uint32_is_refused() -> None:
+    xyz = [("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 1), ("intensity", 12, 7, 1)]
+    msg = _empty(xyz, 16, width=268435455, row_step=4294967280)
+    assert pc2.decode(msg).shape == (0, 4)  # the input itself is consistent
+    with pytest.raises(pc2.MalformedCloudError, match="row_step 6442450920 would not fit"):
+        pc2.encode(msg, np.zeros(0, np.uint8), np.zeros(0, np.float32))
+    with pytest.raises(pc2.MalformedCloudError, match="outside uint32"):
+        pc2.decode(_empty(xyz, 16, width=2**32, row_step=0))

@@ -290,7 +290,7 @@ def test_parameters_are_declared_with_descriptions_ranges_and_read_only_flags(
         threshold = node.descriptors["moving_threshold"]
         assert threshold.read_only is False and "moving" in threshold.description
         assert (threshold.floating_point_range[0].from_value, threshold.floating_point_range[0].to_value) == (
-            0,
+            -1,
             1,
         )
         assert node.descriptors["model_path"].read_only is True

@@ -46,7 +46,7 @@ def test_only_what_can_change_safely_is_dynamic() -> None:
     }
     assert "changeable at run time" in SPECS["moving_threshold"].constraints
     assert "one of: tf, odometry, lidar, static, none" in SPECS["pose_source"].constraints
-    assert "from 0 to 1" in SPECS["moving_threshold"].constraints
+    assert "from -1 to 1" in SPECS["moving_threshold"].constraints
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,7 @@ def test_only_what_can_change_safely_is_dynamic() -> None:
     [
         ({"pose_source": "gps"}, r"'pose_source' is 'gps'; choose one of tf, odometry"),
         ({"provider": "rocm"}, "choose one of auto, tensorrt, cuda, cpu"),
-        ({"moving_threshold": 1.5}, r"'moving_threshold' is 1.5; it must lie in \[0, 1\]"),
+        ({"moving_threshold": 1.5}, r"'moving_threshold' is 1.5; it must lie in \[-1, 1\]"),
         ({"scan_rate": 0.0}, "scan_rate"),
         ({"publish_moving": "yes"}, "'publish_moving' must be a bool"),
         ({"inference_threads": 2.5}, "'inference_threads' must be a int"),
@@ -78,11 +78,11 @@ def test_runtime_updates_are_checked_and_all_or_nothing() -> None:
     settings = NodeSettings()
     changed = settings.updated({"moving_threshold": 0.8, "publish_static": False})
     assert (changed.moving_threshold, changed.publish_static) == (0.8, False)
-    assert settings.moving_threshold == 0.5  # frozen: the old settings are untouched
+    assert settings.moving_threshold == -1.0  # frozen: the old settings are untouched
     with pytest.raises(ParameterError, match="read at start only"):
         settings.updated({"moving_threshold": 0.8, "pose_source": "none"})
     with pytest.raises(ParameterError, match="must lie in"):
-        settings.updated({"moving_threshold": -0.1})
+        settings.updated({"moving_threshold": -1.5})
 
 
 def test_model_file_defaults_to_the_shipped_model() -> None:

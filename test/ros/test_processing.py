@@ -21,9 +21,12 @@ from node_support import (
     velodyne_cloud,
 )
 from scenes import street
+from support import write_oracle_model
 
 from kdmos_ros.io import pointcloud2 as pc2
 from kdmos_ros.odometry import TfTree
+from kdmos_ros.pipeline.contract import ModelContract
+from kdmos_ros.pipeline.grid import GRIDS
 from kdmos_ros.pipeline.runner import ModelLoadError
 from kdmos_ros.pipeline.segmenter import LABEL_MOVING, LABEL_STATIC, LABEL_UNKNOWN
 from kdmos_ros.ros.health import WARN, NodeHealth
@@ -493,3 +496,71 @@ def test_a_model_slower_than_the_scan_period_is_warned_about_once(
     assert p95 >= 150.0
     assert summary.message.startswith("not real time: latency p95 ")
     assert "over the last 5 scans exceeds the 100 ms scan period at 10 Hz" in summary.message
+
+
+# --- damaged clouds: a clear problem, never an exception ------------------------------------------
+
+XYZ = [("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 1)]
+
+
+@pytest.mark.parametrize(
+    ("fields", "point_step", "width", "row_step", "match"),
+    [
+        ([("x", 0, 0, 1), ("y", 4, 7, 1), ("z", 8, 7, 1)], 12, 0, None, "unknown datatype code 0"),
+        ([("x", 0, 9, 1), ("y", 4, 7, 1), ("z", 8, 7, 1)], 12, 0, None, "unknown datatype code 9"),
+        ([*XYZ, ("intensity", 12, 7, 1)], 12, 0, None, "spans bytes 12..16 but point_step is 12"),
+        ([("x", 0, 7, 1), ("x", 4, 7, 1), ("z", 8, 7, 1)], 12, 0, None, "two fields named 'x'"),
+        ([*XYZ, ("", 12, 7, 1)], 16, 0, None, "empty name"),
+        (XYZ, 4294967292, 0, None, "point_step 4294967292"),
+        (XYZ, 16, 268435455, 4294967280, "row_step 6442450920 would not fit"),
+    ],
+)
+def test_empty_clouds_with_a_broken_layout_are_rejected_clearly(
+    oracle_model: Path, fields, point_step: int, width: int, row_step: int | None, match: str
+) -> None:
+    processor, fake = make_processor(oracle_model)
+    msg = raw_cloud(fields, point_step, np.zeros(0, np.uint8), width=width, height=0, row_step=row_step)
+    outcome = processor.handle(pending(msg, fake), want_moving=True, want_static=True)
+    assert outcome.status == REJECTED and outcome.labeled is None
+    assert [p.key for p in outcome.problems] == ["malformed_cloud"]
+    assert match in outcome.problems[0].message
+
+
+def test_absurd_points_are_unknown_named_and_left_out_of_the_static_cloud(oracle_model: Path) -> None:
+    processor, fake = make_processor(oracle_model)
+    drive(processor, fake, count=3)
+    points = SCANS[3].points.copy()
+    points[0, 2] = 1e30
+    points[1, 3] = np.nan
+    points[2, 3] = -1e9
+    outcome = processor.handle(
+        pending(velodyne_cloud(points, STAMPS[3], is_dense=True), fake), want_static=True
+    )
+    assert outcome.status == LABELLED
+    assert [p.key for p in outcome.problems] == ["out_of_reach", "bad_intensity"]
+    assert "1 of" in outcome.problems[0].message and "2 of" in outcome.problems[1].message
+    labels = decoded_field(outcome.labeled, "label")
+    assert labels[:3].tolist() == [LABEL_UNKNOWN] * 3
+    assert np.isfinite(decoded_field(outcome.labeled, "moving_prob")).all()
+    # Static output: static points and the finite ones outside the grid, never the absurd ones.
+    sane = np.arange(len(points)) >= 3
+    expected = (labels == LABEL_STATIC) | ((labels == LABEL_UNKNOWN) & sane)
+    assert outcome.static.width == np.count_nonzero(expected) > 0
+    assert np.abs(decoded_field(outcome.static, "z")).max() < 100
+
+
+def test_nan_from_the_model_is_unknown_and_named(tmp_path: Path) -> None:
+    model = write_oracle_model(tmp_path / "nan.onnx", ModelContract(grid=GRIDS["lite"]), gain=float("nan"))
+    processor, fake = make_processor(model)
+    outcome = drive(processor, fake, count=1)[0]
+    assert [p.key for p in outcome.problems] == ["bad_output"]
+    assert np.all(decoded_field(outcome.labeled, "label") == LABEL_UNKNOWN)
+    assert np.all(decoded_field(outcome.labeled, "moving_prob") == 0.0)
+
+
+def test_an_empty_cloud_without_fields_is_published_empty_with_its_subsets(oracle_model: Path) -> None:
+    processor, fake = make_processor(oracle_model)
+    msg = raw_cloud([], 0, np.zeros(0, np.uint8), width=0, height=0)
+    outcome = processor.handle(pending(msg, fake), want_moving=True, want_static=True)
+    assert outcome.status == LABELLED and [p.key for p in outcome.problems] == ["empty_cloud"]
+    assert outcome.moving.width == 0 and outcome.static.width == 0
