@@ -15,12 +15,12 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
-from kdmos_ros.ros.launch_support import launch_bool, node_launch
+from kdmos_ros.ros.launch_support import dds_environment, launch_bool, node_launch
 
 SHARE = get_package_share_directory("kdmos_ros")
 
@@ -50,6 +50,12 @@ ARGUMENTS = (
     ("base_frame", "", "level vehicle frame for mounting tf, e.g. base_footprint (implies mounting:=tf)"),
     ("sensor_frame", "", "for clouds published in a vehicle frame: the TF frame of the sensor"),
     ("params_file", os.path.join(SHARE, "config", "kdmos.yaml"), "node parameters (YAML)"),
+    (
+        "dds_config",
+        "",
+        "true: start the node with CYCLONEDDS_URI pointing at config/cyclonedds.xml (big receive buffer "
+        "for multi-MB clouds), or a path to another Cyclone DDS XML file; empty: the environment's",
+    ),
     ("use_sim_time", "false", "use /clock (true when playing a bag with --clock)"),
     ("rviz", "false", "start RViz with config/kdmos.rviz"),
 )
@@ -74,7 +80,11 @@ def _actions(context: LaunchContext) -> list:
         base_frame=arg("base_frame"),
         sensor_frame=arg("sensor_frame"),
     )
-    actions = [
+    environment, note = dds_environment(
+        arg("dds_config"), os.path.join(SHARE, "config", "cyclonedds.xml"), os.environ
+    )
+    actions: list = [LogInfo(msg=note)] if note else []
+    actions += [
         Node(
             package="kdmos_ros",
             executable="kdmos_node",
@@ -88,6 +98,7 @@ def _actions(context: LaunchContext) -> list:
                 launch.typed_parameters(lambda text: ParameterValue(text, value_type=str)),
             ],
             remappings=launch.remappings,
+            additional_env=environment,
             on_exit=Shutdown(reason="kdmos_node exited"),
         )
     ]

@@ -43,6 +43,7 @@ NODE_ARGUMENTS = (
     ("mounting_pitch", ""),
     ("base_frame", ""),
     ("sensor_frame", ""),
+    ("dds_config", ""),
     ("params_file", os.path.join(SHARE, "config", "kdmos.yaml")),
 )
 

@@ -15,11 +15,16 @@ Empty arguments mean "leave it to params_file". ``sensor:=vlp16`` reads a sensor
 mounting (the preset's height is where the simulator puts it, not where your robot carries it).
 ``mounting_height``/``mounting_roll``/``mounting_pitch`` imply ``mounting:=fixed``, ``base_frame``
 implies ``mounting:=tf``, unless ``mounting`` says otherwise.
+
+``dds_config:=true`` (or a path to a Cyclone DDS XML file) starts the node with ``CYCLONEDDS_URI``
+pointing at ``config/cyclonedds.xml`` (or that file), after any configuration already in the
+environment, so that its receive buffer fits multi-megabyte clouds (:func:`dds_environment`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,3 +120,31 @@ def _number(text: str, name: str) -> float:
         return float(text)
     except ValueError:
         raise ParameterError(f"launch argument {name} must be a number, got {text!r}") from None
+
+
+CYCLONE_RMW = "rmw_cyclonedds_cpp"
+
+
+def dds_environment(dds_config: str, shipped: str, environ: Mapping[str, str]) -> tuple[dict[str, str], str]:
+    """(environment for the node, a note for the launch log) for the launch argument ``dds_config``.
+
+    ``""``/``false``: nothing changes. ``true``/``shipped``: the shipped ``config/cyclonedds.xml``
+    (``shipped``). Anything else: a path to a Cyclone DDS XML file. The file goes last in
+    ``CYCLONEDDS_URI`` (Cyclone merges a comma-separated list, later entries win), so a user's own
+    configuration (interfaces, peers) stays in force and the buffer sizes of the file apply on top.
+    """
+    text = dds_config.strip()
+    if text.lower() in ("", "false", "0"):
+        return {}, ""
+    path = shipped if text.lower() in ("true", "1", "shipped") else os.path.expanduser(text)
+    if not os.path.isfile(path):
+        raise ParameterError(
+            f"launch argument dds_config: no such file {path!r} (true uses the shipped config/cyclonedds.xml)"
+        )
+    uri = f"file://{os.path.abspath(path)}"
+    current = environ.get("CYCLONEDDS_URI", "").strip()
+    rmw = environ.get("RMW_IMPLEMENTATION", "").strip()
+    note = f"kdmos_node: CYCLONEDDS_URI={current + ',' if current else ''}{uri}"
+    if rmw and rmw != CYCLONE_RMW:
+        note += f" (has no effect: RMW_IMPLEMENTATION is {rmw}, not {CYCLONE_RMW})"
+    return {"CYCLONEDDS_URI": f"{current},{uri}" if current else uri}, note

@@ -72,9 +72,7 @@ def evaluate_teacher(
             n_current = int(sample.current_finite.sum())
             probability = moving_probability(logits[:n_current], model.config.classes.index("moving"), 0)
             labels = np.full(len(sample.current_finite), LABEL_UNKNOWN, dtype=np.uint8)
-            labels[sample.current_finite] = np.where(
-                probability.cpu().numpy() >= threshold, LABEL_MOVING, 0
-            )
+            labels[sample.current_finite] = np.where(probability.cpu().numpy() >= threshold, LABEL_MOVING, 0)
             truth = mos_labels(sequence.read_labels(sample.frame)[0])
             update_mos(report.matrix, labels, truth)
             report.frames.append(sample.frame)

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from kdmos_ros.errors import KdmosError
-from kdmos_ros.ros.launch_support import launch_bool, node_launch
+from kdmos_ros.ros.launch_support import dds_environment, launch_bool, node_launch
 from kdmos_ros.ros.params import ParameterError
 from kdmos_ros.sim.sensors import load_sensor, preset_names
 
@@ -112,3 +112,43 @@ def test_mounting_arguments_pick_the_mounting_source() -> None:
         node_launch(mounting_pitch="60")
     with pytest.raises(ParameterError, match="choose one of auto, fixed, tf"):
         node_launch(mounting="guess")
+
+
+SHIPPED_DDS = Path(__file__).resolve().parents[2] / "config" / "cyclonedds.xml"
+
+
+def test_dds_config_is_left_alone_unless_asked() -> None:
+    for text in ("", " ", "false", "0"):
+        assert dds_environment(text, str(SHIPPED_DDS), {"CYCLONEDDS_URI": "file:///mine.xml"}) == ({}, "")
+
+
+def test_dds_config_true_points_at_the_shipped_file_after_the_users_own() -> None:
+    environment, note = dds_environment("true", str(SHIPPED_DDS), {})
+    assert environment == {"CYCLONEDDS_URI": f"file://{SHIPPED_DDS}"}
+    assert str(SHIPPED_DDS) in note and "no effect" not in note
+    # Cyclone merges the list in order, later entries win: the user's interfaces stay, our buffer applies.
+    environment, _ = dds_environment("shipped", str(SHIPPED_DDS), {"CYCLONEDDS_URI": "file:///etc/lo.xml"})
+    assert environment == {"CYCLONEDDS_URI": f"file:///etc/lo.xml,file://{SHIPPED_DDS}"}
+
+
+def test_dds_config_takes_a_path_and_names_a_missing_one(tmp_path: Path) -> None:
+    own = tmp_path / "dds.xml"
+    own.write_text("<CycloneDDS/>")
+    assert dds_environment(str(own), str(SHIPPED_DDS), {})[0] == {"CYCLONEDDS_URI": f"file://{own}"}
+    with pytest.raises(ParameterError, match="dds_config.*nope.xml"):
+        dds_environment(str(tmp_path / "nope.xml"), str(SHIPPED_DDS), {})
+
+
+def test_dds_config_says_when_another_rmw_ignores_it() -> None:
+    _, note = dds_environment("true", str(SHIPPED_DDS), {"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"})
+    assert "no effect" in note and "rmw_fastrtps_cpp" in note
+
+
+def test_shipped_dds_config_asks_for_a_big_buffer_and_accepts_what_the_kernel_grants() -> None:
+    import xml.etree.ElementTree as ElementTree
+
+    root = ElementTree.parse(SHIPPED_DDS).getroot()
+    (buffer,) = root.iter("{https://cdds.io/config}SocketReceiveBufferSize")
+    # A min above net.core.rmem_max would stop every process from joining the domain.
+    assert buffer.get("min") == "default"
+    assert buffer.get("max").endswith("MB") and int(buffer.get("max")[:-2]) >= 8
