@@ -267,6 +267,27 @@ def _points_view(layout: _Layout, dtype: np.dtype) -> np.ndarray:
     return grid.reshape(-1)
 
 
+def describe_layout(msg: PointCloud2Like) -> str:
+    """The point layout in one line, e.g. ``x y z intensity:FLOAT32, ring:UINT16; 22 B/point``: what a
+    driver publishes, for telling the user when it changes mid-stream (a second publisher on the topic,
+    a driver restarted with other settings)."""
+    groups: list[tuple[str, list[str]]] = []
+    for f in sorted(msg.fields, key=lambda f: int(f.offset)):
+        kind = _DATATYPE_NAMES.get(int(f.datatype), f"type {int(f.datatype)}")
+        kind += f"x{int(f.count)}" if int(f.count) != 1 else ""
+        if groups and groups[-1][0] == kind:
+            groups[-1][1].append(str(f.name))
+        else:
+            groups.append((kind, [str(f.name)]))
+    text = ", ".join(f"{' '.join(names)}:{kind}" for kind, names in groups) or "no fields"
+    text += f"; {int(msg.point_step)} B/point"
+    if msg.is_bigendian:
+        text += ", big-endian"
+    if int(msg.height) > 1:
+        text += f", organised {int(msg.height)}x{int(msg.width)}"
+    return text
+
+
 def point_count(msg: PointCloud2Like) -> int:
     """Number of points in the cloud (``width * height``), organised or not."""
     return int(msg.width) * int(msg.height)
@@ -560,6 +581,7 @@ __all__ = [
     "cloud_dtype",
     "datatype_dtype",
     "decode",
+    "describe_layout",
     "encode",
     "point_count",
     "points_to_cloud",

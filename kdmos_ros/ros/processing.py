@@ -27,8 +27,10 @@ from kdmos_ros.io.pointcloud2 import (
     MOVING_PROB_FIELD,
     EncodedCloud,
     MissingFieldError,
+    PointCloud2Like,
     PointCloudError,
     decode,
+    describe_layout,
     encode,
     select_points,
 )
@@ -189,6 +191,7 @@ class CloudProcessor:
         self._wall = wall
         self._sleep = sleep
         self._last_stamp: int | None = None
+        self._layout: tuple[str, str] | None = None  # (frame_id, point layout) of the last decoded cloud
 
     def handle(
         self,
@@ -230,6 +233,7 @@ class CloudProcessor:
                 )
             )
             return outcome
+        outcome.problems.extend(self._layout_change(msg, outcome.frame_id))
 
         labels = np.full(n, LABEL_UNKNOWN, dtype=np.uint8)
         moving_prob = np.zeros(n, dtype=np.float32)
@@ -269,6 +273,27 @@ class CloudProcessor:
         outcome.status = LABELLED
         outcome.latency = self._wall() - scan.received
         return outcome
+
+    def _layout_change(self, msg: PointCloud2Like, frame_id: str) -> list[Problem]:
+        """A notice when the point layout or frame changes mid-stream. Labelling goes on: every layout
+        the codec reads is fine, but a change usually means a second publisher on the topic or a driver
+        restarted with other settings, which the user should know about."""
+        layout = (frame_id, describe_layout(msg))
+        previous, self._layout = self._layout, layout
+        if previous is None or previous == layout:
+            return []
+        changes = []
+        if previous[1] != layout[1]:
+            changes.append(f"point layout {previous[1]} -> {layout[1]}")
+        if previous[0] != layout[0]:
+            changes.append(f"frame {previous[0]!r} -> {layout[0]!r}")
+        return [
+            Problem(
+                "layout_changed",
+                f"the cloud changed mid-stream: {'; '.join(changes)} (two publishers on one topic?); "
+                "labelling goes on",
+            )
+        ]
 
     def _clock_problem(self, stamp: int, settings: NodeSettings) -> Problem | None:
         """Stale (dropped) or far-future (labelled anyway) scans; None when the age is fine."""

@@ -629,3 +629,32 @@ def test_a_labelled_cloud_whose_row_step_would_overflow_uint32_is_refused() -> N
         pc2.encode(msg, np.zeros(0, np.uint8), np.zeros(0, np.float32))
     with pytest.raises(pc2.MalformedCloudError, match="outside uint32"):
         pc2.decode(_empty(xyz, 16, width=2**32, row_step=0))
+
+
+def test_describe_layout_names_fields_types_step_and_organisation() -> None:
+    rng = np.random.default_rng(9)
+    points = random_points(OUSTER_FIELDS, 48, 8 * 4, rng)
+    msg = make_cloud(OUSTER_FIELDS, 48, points, height=8, big=True)
+    assert pc2.describe_layout(msg) == (
+        "x y z intensity:FLOAT32, t:UINT32, reflectivity ring ambient:UINT16, range:UINT32; "
+        "48 B/point, big-endian, organised 8x4"
+    )
+    fields = [("x", 0, 8, 1), ("y", 8, 8, 1), ("z", 16, 8, 1), ("rgb", 24, 7, 3)]
+    assert (
+        pc2.describe_layout(
+            SimpleNamespace(
+                fields=[
+                    SimpleNamespace(name=n, offset=o, datatype=d, count=c) for n, o, d, c in reversed(fields)
+                ],
+                point_step=40,
+                is_bigendian=False,
+                height=1,
+                width=3,
+            )
+        )
+        == "x y z:FLOAT64, rgb:FLOAT32x3; 40 B/point"
+    )
+    assert (
+        pc2.describe_layout(SimpleNamespace(fields=[], point_step=0, is_bigendian=False, height=1, width=0))
+        == "no fields; 0 B/point"
+    )

@@ -246,7 +246,8 @@ class TestNodeInAGraph(unittest.TestCase):
         self.set("max_scan_age", 0.5)
         t += 21
 
-        # tf_timeout: odometry 0.3 s after the cloud is too late at 0 s and in time at 1 s.
+        # tf_timeout, and an odometry stall: a cloud 2 s past the newest odometry is labelled unknown
+        # (255) with the reason at once (tf_timeout 0); odometry 0.3 s after the cloud is in time at 1 s.
         self.set("tf_timeout", 0.0)
         t += 1
         late = self.send(5, stamp(t), with_odometry=False)

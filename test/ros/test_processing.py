@@ -238,7 +238,7 @@ def test_all_nan_cloud_is_all_unknown_and_leaves_the_window_alone(oracle_model: 
     nan = np.full((100, 4), np.nan, np.float32)
     outcome = processor.handle(pending(cloud(nan, STAMPS[4]), fake))
     assert outcome.status == LABELLED and np.all(decoded_field(outcome.labeled, "label") == LABEL_UNKNOWN)
-    assert [p.key for p in outcome.problems] == ["non_finite"]
+    assert [p.key for p in outcome.problems if p.key != "layout_changed"] == ["non_finite"]
     assert len(processor.segmenter.window) == window_before
 
 
@@ -564,3 +564,27 @@ def test_an_empty_cloud_without_fields_is_published_empty_with_its_subsets(oracl
     outcome = processor.handle(pending(msg, fake), want_moving=True, want_static=True)
     assert outcome.status == LABELLED and [p.key for p in outcome.problems] == ["empty_cloud"]
     assert outcome.moving.width == 0 and outcome.static.width == 0
+
+
+def test_a_layout_change_mid_stream_is_named_once_and_labelling_goes_on(oracle_model: Path) -> None:
+    processor, fake = make_processor(oracle_model)
+    first = processor.handle(pending(velodyne_cloud(SCANS[0].points, STAMPS[0]), fake))
+    assert not [p for p in first.problems if p.key == "layout_changed"]
+    # The driver restarts publishing x y z intensity only (16 B) from scan 1 on.
+    outcomes = [
+        processor.handle(pending(cloud(s.points, t), fake))
+        for s, t in zip(SCANS[1:], STAMPS[1:], strict=True)
+    ]
+    assert all(o.status == LABELLED and o.has_pose for o in outcomes)
+    (notice,) = [p for p in outcomes[0].problems if p.key == "layout_changed"]
+    assert "x y z intensity:FLOAT32, ring:UINT16, time:FLOAT32; 22 B/point" in notice.message
+    assert "-> x y z intensity:FLOAT32; 16 B/point" in notice.message
+    assert not [p for o in outcomes[1:] for p in o.problems if p.key == "layout_changed"]
+    # The labels are those of an unchanged stream.
+    reference, _ = make_processor(oracle_model)
+    expected = drive(reference, FakeTime())[-1]
+    np.testing.assert_array_equal(
+        decoded_field(outcomes[-1].labeled, "label"), decoded_field(expected.labeled, "label")
+    )
+    moved = processor.handle(pending(cloud(SCANS[0].points, STAMPS[-1] + PERIOD_NS, frame="lidar_top"), fake))
+    assert any("frame 'velodyne' -> 'lidar_top'" in p.message for p in moved.problems)
