@@ -257,7 +257,7 @@ def fit_ground(
     step = max(1, len(xyz) // _MAX_POINTS)
     rel = xyz[::step].astype(np.float64) - origin
     # Horizontal distance and heights along the current guess of the vertical.
-    h = rel @ up_guess
+    h = _dot(rel, up_guess)
     horizontal = rel - h[:, None] * up_guess
     dist = np.linalg.norm(horizontal, axis=1)
     ring = (dist >= min_range) & (dist < max_range) & np.isfinite(h)
@@ -268,7 +268,7 @@ def fit_ground(
     e1 = np.cross(up_guess, [0.0, 1.0, 0.0] if abs(up_guess[0]) > 0.9 else [1.0, 0.0, 0.0])
     e1 /= np.linalg.norm(e1)
     e2 = np.cross(up_guess, e1)
-    azimuth = np.arctan2(horizontal @ e2, horizontal @ e1)
+    azimuth = np.arctan2(_dot(horizontal, e2), _dot(horizontal, e1))
     sector = ((azimuth + math.pi) * (_BIN_SECTORS / (2 * math.pi))).astype(np.int64) % _BIN_SECTORS
     radial = ((dist - min_range) / _BIN_RANGE).astype(np.int64)
     bins = radial * _BIN_SECTORS + sector
@@ -294,7 +294,13 @@ def fit_ground(
         return None
     normals, a = normals[upright], a[upright]
     offsets = -np.einsum("ij,ij->i", normals, a)
-    distances = np.abs(candidates @ normals.T + offsets)  # (candidates, hypotheses)
+    # (candidates, hypotheses), by broadcasting per axis: see _dot.
+    distances = np.abs(
+        candidates[:, :1] * normals[:, 0]
+        + candidates[:, 1:2] * normals[:, 1]
+        + candidates[:, 2:] * normals[:, 2]
+        + offsets
+    )
     scores = (distances < _INLIER_BAND).sum(axis=0)
     best = int(np.argmax(scores))
     inliers = candidates[distances[:, best] < _INLIER_BAND]
@@ -302,7 +308,7 @@ def fit_ground(
         return None
     up, height = _least_squares_plane(inliers, up_guess)
     # Refit on every candidate near the refined plane: the inlier set of the best triple is noisy.
-    near = candidates[np.abs(candidates @ up + height) < _INLIER_BAND]
+    near = candidates[np.abs(_dot(candidates, up) + height) < _INLIER_BAND]
     if len(near) >= 3:
         up, height = _least_squares_plane(near, up)
         inliers = near
@@ -311,12 +317,21 @@ def fit_ground(
     return up, float(height), len(inliers)
 
 
+def _dot(points: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """(N,) dot products of (N, 3) points with a 3-vector, per axis. ``points @ vector`` and SVDs of
+    (N, 3) arrays go to OpenBLAS, whose threads keep spinning after the call and take the cores from
+    ONNX Runtime (features.transform says more); this runs once per scan beside inference."""
+    return points[:, 0] * vector[0] + points[:, 1] * vector[1] + points[:, 2] * vector[2]
+
+
 def _least_squares_plane(points: np.ndarray, up_guess: np.ndarray) -> tuple[np.ndarray, float]:
     """(unit normal pointing like ``up_guess``, d) of the plane n·p + d = 0 through ``points``;
     d is the height of the origin (relative to the points' origin) above the plane."""
     centre = points.mean(axis=0)
-    _, _, vt = np.linalg.svd(points - centre, full_matrices=False)
-    normal = vt[-1]
+    d = points - centre
+    covariance = np.array([[float((d[:, i] * d[:, j]).sum()) for j in range(3)] for i in range(3)])
+    _, vectors = np.linalg.eigh(covariance)  # 3 x 3: no BLAS threads (see _dot)
+    normal = vectors[:, 0]  # the direction of least spread
     if normal @ up_guess < 0:
         normal = -normal
     return normal, float(-(normal @ centre))
