@@ -7,7 +7,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +199,15 @@ class NodeGraph:
     def close(self) -> None:
         self.close_node()
         self.node.destroy_node()
+
+
+@contextmanager
+def node_graph(model: Path, log_dir: Path, topic: str) -> Iterator[NodeGraph]:
+    """A :class:`NodeGraph` in its own rclpy context: init, yield, stop the node, shut down."""
+    rclpy.init()
+    graph = NodeGraph(model, log_dir, topic)
+    try:
+        yield graph
+    finally:
+        graph.close()
+        rclpy.shutdown()

@@ -19,7 +19,7 @@ rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("tf2_ros")
 pytest.importorskip("diagnostic_updater")
 
-from graph_support import NodeGraph, spin_until, stamp  # noqa: E402
+from graph_support import NodeGraph, node_graph, spin_until, stamp  # noqa: E402
 from node_support import velodyne_cloud  # noqa: E402
 from scenes import SENSOR_HEIGHT, street  # noqa: E402
 from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
@@ -48,13 +48,8 @@ def send(
 
 @pytest.fixture
 def graph(oracle_model: Path, tmp_path: Path) -> Iterator[NodeGraph]:
-    rclpy.init()
-    graph = NodeGraph(oracle_model, tmp_path, INPUT)
-    try:
+    with node_graph(oracle_model, tmp_path, INPUT) as graph:
         yield graph
-    finally:
-        graph.close()
-        rclpy.shutdown()
 
 
 def labels(out: PointCloud2) -> np.ndarray:

@@ -28,26 +28,21 @@ pytest.importorskip("tf2_ros")
 import launch
 import launch_testing.actions
 import launch_testing.asserts
-from builtin_interfaces.msg import Time
-from geometry_msgs.msg import TransformStamped
-from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from graph_support import cloud_message, set_parameter, spin_until, stamp, transform
 from rcl_interfaces.srv import SetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from scenes import SENSOR_HEIGHT, street
-from sensor_msgs.msg import PointCloud2, PointField
-from std_msgs.msg import Header
+from sensor_msgs.msg import PointCloud2
 from support import write_oracle_model
 from tf2_ros import StaticTransformBroadcaster, TransformBroadcaster
 
 from kdmos_ros.io import pointcloud2 as pc2
-from kdmos_ros.odometry import pose_to_transform
 from kdmos_ros.pipeline.contract import ModelContract
 from kdmos_ros.pipeline.grid import GRIDS
 
 INPUT = "/kdmos_test/points"
 LABELLED = "/kdmos_node/labeled_points"
 MOVING = "/kdmos_node/moving_points"
-T0_SEC = 1_700_000_000
 SCANS = street(16)
 REPUBLISH_PERIOD = 1.0  # s: a best-effort cloud without output by then is sent again
 MODEL_DIR = Path(tempfile.mkdtemp(prefix="kdmos_launch_test_"))
@@ -76,30 +71,6 @@ def generate_test_description():
     return launch.LaunchDescription([node, launch_testing.actions.ReadyToTest()]), {"kdmos": node}
 
 
-def stamp(index: int) -> Time:
-    nanoseconds = index * 100_000_000
-    return Time(sec=T0_SEC + nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
-
-
-def transform(parent: str, child: str, pose: np.ndarray, when: Time) -> TransformStamped:
-    message = TransformStamped()
-    message.header.stamp = when
-    message.header.frame_id = parent
-    message.child_frame_id = child
-    translation, quaternion = pose_to_transform(pose)
-    t, r = message.transform.translation, message.transform.rotation
-    t.x, t.y, t.z = (float(v) for v in translation)
-    r.x, r.y, r.z, r.w = (float(v) for v in quaternion)
-    return message
-
-
-def cloud_message(points: np.ndarray, when: Time) -> PointCloud2:
-    header = Header(stamp=when, frame_id="velodyne")
-    return pc2.to_message(
-        pc2.points_to_cloud(points, header), PointCloud2, PointField, data=pc2.as_byte_array
-    )
-
-
 class TestKdmosNode(unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
@@ -125,12 +96,7 @@ class TestKdmosNode(unittest.TestCase):
         self.node.destroy_node()
 
     def spin_until(self, condition, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            rclpy.spin_once(self.node, timeout_sec=0.05)
-            if condition():
-                return True
-        return False
+        return spin_until(self.node, condition, timeout)
 
     def send_scan(self, index: int) -> PointCloud2:
         """TF at the scan's stamp, then the cloud; waits for its labelled cloud and returns it.
@@ -164,17 +130,7 @@ class TestKdmosNode(unittest.TestCase):
         return out
 
     def set_threshold(self, value: float) -> bool:
-        self.assertTrue(self.set_parameters.wait_for_service(timeout_sec=10.0))
-        request = SetParameters.Request()
-        request.parameters = [
-            Parameter(
-                name="moving_threshold",
-                value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value),
-            )
-        ]
-        future = self.set_parameters.call_async(request)
-        self.assertTrue(self.spin_until(future.done, 10.0))
-        return future.result().results[0].successful
+        return set_parameter(self.node, self.set_parameters, "moving_threshold", value)
 
     def test_labels_clouds_survives_bad_input_and_takes_threshold_changes(self, proc_output, kdmos) -> None:
         # The node subscribes once its model is loaded and warmed up.

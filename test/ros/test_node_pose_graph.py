@@ -15,7 +15,7 @@ rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("tf2_ros")
 pytest.importorskip("diagnostic_updater")
 
-from graph_support import NodeGraph, spin_until  # noqa: E402
+from graph_support import NodeGraph, node_graph, spin_until  # noqa: E402
 from scenes import SENSOR_HEIGHT, street  # noqa: E402
 
 from kdmos_ros.io import pointcloud2 as pc2  # noqa: E402
@@ -26,13 +26,8 @@ SCANS = street(10)
 
 @pytest.fixture
 def graph(oracle_model: Path, tmp_path: Path) -> Iterator[NodeGraph]:
-    rclpy.init()
-    graph = NodeGraph(oracle_model, tmp_path, INPUT)
-    try:
+    with node_graph(oracle_model, tmp_path, INPUT) as graph:
         yield graph
-    finally:
-        graph.close()
-        rclpy.shutdown()
 
 
 def labels(out) -> np.ndarray:
