@@ -1,5 +1,6 @@
 """Build script for kdmos_ros: an ament_python ROS 2 package that also installs with plain pip."""
 
+import os
 import re
 from pathlib import Path
 
@@ -9,6 +10,15 @@ PACKAGE = "kdmos_ros"
 HERE = Path(__file__).parent
 # One version, kept in the package; package.xml is checked against it by the tests.
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / PACKAGE / "__init__.py").read_text()).group(1)
+
+# `KDMOS_ONNXRUNTIME=onnxruntime-gpu pip install -e .` depends on the GPU build instead (README, GPU):
+# both builds install the same `onnxruntime` module, so an extra could only add the GPU build beside
+# the CPU one, and whichever pip wrote last would win.
+RUNTIME_CHOICES = {"onnxruntime": "onnxruntime>=1.16", "onnxruntime-gpu": "onnxruntime-gpu>=1.16"}
+RUNTIME_NAME = os.environ.get("KDMOS_ONNXRUNTIME", "onnxruntime")
+if RUNTIME_NAME not in RUNTIME_CHOICES:
+    raise SystemExit(f"KDMOS_ONNXRUNTIME must be one of {', '.join(RUNTIME_CHOICES)}, got {RUNTIME_NAME!r}")
+RUNTIME = RUNTIME_CHOICES[RUNTIME_NAME]
 
 
 def share_files(*folders: str) -> list:
@@ -42,7 +52,7 @@ setup(
     install_requires=[
         "setuptools",
         "numpy>=1.21",
-        "onnxruntime>=1.16",
+        RUNTIME,
         "rosbags>=0.11",  # 0.11: Writer(version=..., storage_plugin=MCAP)
         "typer>=0.12",
         "rich>=13",

@@ -78,17 +78,23 @@ def info(
     if model is not None:
         _model_info(model)
         return
-    import onnxruntime
-
     from kdmos_ros.paths import share_dir
+    from kdmos_ros.pipeline.runner import RUNTIME_DISTRIBUTIONS, provider_status, shadowing_warning
 
     table = Table(title=f"kdmos_ros {__version__}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     table.add_row("python", sys.version.split()[0])
-    for name in ("numpy", "onnxruntime", "rosbags", "pydantic", "typer"):
+    for name in ("numpy", "rosbags", "pydantic", "typer"):
         table.add_row(name, _package_version(name) or "[red]missing[/red]")
-    table.add_row("onnxruntime providers", ", ".join(onnxruntime.get_available_providers()))
+    runtimes = {name: _package_version(name) for name in RUNTIME_DISTRIBUTIONS}
+    builds = ", ".join(f"{name} {version}" for name, version in runtimes.items() if version)
+    table.add_row("onnxruntime", builds or "[red]missing[/red]")
+    for provider, status in provider_status().items():
+        table.add_row(f"provider {provider}", status if status == "usable" else f"[yellow]{status}[/yellow]")
+    warning = shadowing_warning(runtimes)
+    if warning:
+        table.add_row("[red]warning[/red]", warning)
     # Only look torch up: importing it costs seconds and the runtime never needs it.
     torch_version = _package_version("torch")
     table.add_row(
@@ -247,17 +253,17 @@ def _open_data(data: Path, sequence: str | None):
     return open_sequence(data, sequence)
 
 
-def _default_model() -> Path:
-    from kdmos_ros.paths import share_dir
+def _model_file(model: Path | None) -> Path:
+    """``--model``: a file, a shipped model's name (lite, nano), or None for the shipped lite model."""
+    from kdmos_ros.paths import model_path
 
-    share = share_dir()
-    return (share / "models" / "kdmos_lite.onnx") if share else Path("models/kdmos_lite.onnx")
+    return model_path(model)
 
 
 @app.command()
 def bench(
     model: Annotated[
-        Path | None, typer.Option("--model", "-m", help="ONNX model (default: the shipped lite model).")
+        Path | None, typer.Option("--model", "-m", help="ONNX model, or lite/nano (shipped; default lite).")
     ] = None,
     data: Annotated[
         Path | None,
@@ -299,7 +305,7 @@ def bench(
 
         require_matplotlib()
     seq = _open_data(data, sequence)
-    segmenter = MotionSegmenter.from_path(model or _default_model(), provider=provider, log=console.print)
+    segmenter = MotionSegmenter.from_path(_model_file(model), provider=provider, log=console.print)
     segmenter.runner.warmup()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("benchmark", total=scans)
@@ -672,7 +678,7 @@ def predict(
     sequence_dir: Annotated[Path, typer.Argument(help="Sequence folder ROOT/sequences/NN.")],
     out_dir: Annotated[Path, typer.Argument(help="Where OUT_DIR/sequences/NN/predictions/*.label go.")],
     model: Annotated[
-        Path | None, typer.Option("--model", "-m", help="ONNX model (default: shipped lite).")
+        Path | None, typer.Option("--model", "-m", help="ONNX model, or lite/nano (shipped; default lite).")
     ] = None,
     provider: Annotated[str, typer.Option(help="auto, tensorrt, cuda or cpu.")] = "auto",
 ) -> None:
@@ -684,7 +690,7 @@ def predict(
     from kdmos_ros.pipeline.segmenter import MotionSegmenter
 
     sequence = SemanticKittiSequence(sequence_dir)
-    segmenter = MotionSegmenter.from_path(model or _default_model(), provider=provider, log=console.print)
+    segmenter = MotionSegmenter.from_path(_model_file(model), provider=provider, log=console.print)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("predicting", total=len(sequence))
         target = predict_sequence(segmenter, sequence, out_dir, progress=lambda n: progress.advance(task, n))
@@ -715,7 +721,7 @@ def label_bag_command(
         str, typer.Option("--odom-topic", help="nav_msgs/Odometry topic for --pose-source odometry.")
     ] = "/odom",
     model: Annotated[
-        Path | None, typer.Option("--model", "-m", help="ONNX model (default: the shipped lite model).")
+        Path | None, typer.Option("--model", "-m", help="ONNX model, or lite/nano (shipped; default lite).")
     ] = None,
     provider: Annotated[str, typer.Option(help="auto, tensorrt, cuda or cpu.")] = "auto",
     keep_original: Annotated[
@@ -760,7 +766,7 @@ def label_bag_command(
     from kdmos_ros.pipeline.canonical import Mounting
     from kdmos_ros.pipeline.segmenter import MotionSegmenter
 
-    model_path = model or _default_model()
+    model_path = _model_file(model)
     if not model_path.is_file():
         raise KdmosError(f"model file not found: {model_path}")
     if mounting_height is not None and base_frame:
@@ -836,7 +842,7 @@ def demo(
         Path, typer.Option("--out", "-o", help="Folder for the demo's files (replaced on the next run).")
     ] = Path("kdmos_demo"),
     model: Annotated[
-        Path | None, typer.Option("--model", "-m", help="ONNX model (default: the shipped lite model).")
+        Path | None, typer.Option("--model", "-m", help="ONNX model, or lite/nano (shipped; default lite).")
     ] = None,
     scans: Annotated[int, typer.Option("--scans", "-n", min=12, help="Length of the simulated drive.")] = 80,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Town and traffic of the drive.")] = 3000,
@@ -875,7 +881,7 @@ def demo(
 
         result = run_demo(
             out,
-            model or _default_model(),
+            _model_file(model),
             scans=scans,
             seed=seed,
             sensor=sensor,

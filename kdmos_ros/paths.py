@@ -31,3 +31,17 @@ def share_dir() -> Path | None:
         if (candidate / "package.xml").is_file():
             return candidate
     return None
+
+
+#: Models shipped in share/kdmos_ros/models, by the name `model_path` and `--model` also accept.
+SHIPPED_MODELS = ("lite", "nano")
+
+
+def model_path(name_or_path: str | Path | None) -> Path:
+    """An ONNX file from a path, a shipped model's name (``lite``, ``nano``), or None (the shipped lite)."""
+    text = "lite" if name_or_path is None or str(name_or_path) == "" else str(name_or_path)
+    if text in SHIPPED_MODELS:
+        relative = Path("models") / f"kdmos_{text}.onnx"
+        share = share_dir()
+        return (share / relative) if share is not None else relative
+    return Path(text).expanduser()

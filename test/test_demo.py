@@ -11,11 +11,12 @@ from mcap.reader import make_reader
 from rosmsgs import read_topic
 from support import read_png, write_oracle_model
 
-from kdmos_ros.cli import _default_model, main
+from kdmos_ros.cli import main
 from kdmos_ros.demo import DEMO_SCANS, MARKER, DemoFolderError, prepare_folder, run_demo
 from kdmos_ros.evaluate import evaluate
 from kdmos_ros.io.pointcloud2 import point_count
 from kdmos_ros.io.semantickitti import open_sequence
+from kdmos_ros.paths import model_path
 from kdmos_ros.pipeline.contract import ModelContract
 from kdmos_ros.pipeline.grid import GRIDS
 from kdmos_ros.pipeline.segmenter import MotionSegmenter
@@ -124,10 +125,10 @@ def test_cli_errors(oracle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "did not write" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not _default_model().is_file(), reason="no shipped model in models/")
+@pytest.mark.skipif(not model_path(None).is_file(), reason="no shipped model in models/")
 def test_shipped_model_finds_the_moving_objects(tmp_path: Path) -> None:
     """README's first command: the default drive with the shipped model."""
-    result = run_demo(tmp_path / "demo", _default_model())
+    result = run_demo(tmp_path / "demo", model_path(None))
     assert result.scans == DEMO_SCANS
     assert result.scores.moving_iou > 0.5
 

@@ -93,6 +93,12 @@ class InputOptions(BaseModel):
         description="The intensity feature: none (always 0), normalized (divided by the scan's "
         "95th percentile, clipped to [0, 2]) or raw (as the driver publishes it).",
     )
+    points: Literal["all", "voxel"] = Field(
+        "all",
+        description="all: every point is a network input; voxel: one point per occupied cube of "
+        "motion.voxel_size (the first in input order, the window's own thinning) is, and the other "
+        "points of its cube take its label: a third of the per-point work on an HDL-64 scan.",
+    )
 
 
 class ModelContract(BaseModel):

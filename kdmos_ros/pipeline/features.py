@@ -27,7 +27,7 @@ import numpy as np
 from kdmos_ros.pipeline.canonical import CANONICAL_SENSOR_HEIGHT
 from kdmos_ros.pipeline.contract import InputOptions, MotionConfig
 from kdmos_ros.pipeline.grid import PolarGrid
-from kdmos_ros.pipeline.window import ScanWindow, finite_rows
+from kdmos_ros.pipeline.window import ScanWindow, finite_rows, voxel_groups
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,35 @@ class ScanFeatures:
     point_cells: np.ndarray  # (M, 3) int64: (ρ, φ, z) cell of each valid point
     motion_bev: np.ndarray  # (1, C_m, n_rho, n_phi) float32
     offsets_available: tuple[bool, ...]  # per motion offset: was the past scan in the window?
+    # input_options.points "voxel": (N,) int64, the network row whose output each input point takes
+    # (−1: none); None when every valid point is its own row.
+    source: np.ndarray | None = None
+
+    def spread(self, rows: np.ndarray, fill: float | int, dtype: np.dtype | type) -> np.ndarray:
+        """Per-row network outputs ``rows`` (M,) as one value per input point (``fill`` for the rest)."""
+        return spread_rows(self.valid, self.source, rows, fill, dtype)
+
+    @property
+    def num_labelled(self) -> int:
+        """Input points that get a network output."""
+        return int(self.valid.sum()) if self.source is None else int(np.count_nonzero(self.source >= 0))
 
     @property
     def window_full(self) -> bool:
         return all(self.offsets_available)
+
+
+def spread_rows(
+    valid: np.ndarray, source: np.ndarray | None, rows: np.ndarray, fill: float | int, dtype: np.dtype | type
+) -> np.ndarray:
+    """One value per input point from the network's per-row ``rows``: see :class:`ScanFeatures`."""
+    out = np.full(len(valid), fill, dtype=dtype)
+    if source is None:
+        out[valid] = rows
+    else:
+        labelled = source >= 0
+        out[labelled] = rows[source[labelled]]
+    return out
 
 
 def polar(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -238,6 +263,7 @@ def compute_features(
     window: ScanWindow,
     to_canonical: np.ndarray | None = None,
     options: InputOptions = InputOptions(),  # noqa: B008 (frozen pydantic model)
+    voxels: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ScanFeatures:
     """Features of ``points`` (N × 4: x, y, z, intensity), the scan just pushed into ``window``.
 
@@ -245,17 +271,53 @@ def compute_features(
     canonical frame, or None to keep the scan's own (``options.frame`` ``sensor``: the caller
     decides). ``options.intensity`` picks the intensity feature. Non-finite points and points
     outside the grid's range are left out (``valid`` False); the network's outputs for the others
-    come back in input order.
+    come back in input order. With ``options.points`` ``voxel`` only one point per cube of
+    ``motion.voxel_size`` is a network input; ``voxels`` is :func:`voxel_groups` of the finite rows
+    of ``points`` when the caller has it already (the window's thinning sorts the same cubes).
     """
-    valid, features, cells = point_inputs(grid, canonical_points(points, to_canonical), options.intensity)
     bev, available = motion_bev(grid, motion, window, to_canonical)
+    if options.points == "all":
+        valid, features, cells = point_inputs(grid, canonical_points(points, to_canonical), options.intensity)
+        source = None
+    else:
+        valid, features, cells, source = _voxel_inputs(grid, points, to_canonical, options, motion, voxels)
     return ScanFeatures(
         valid=valid,
         point_features=features,
         point_cells=cells,
         motion_bev=bev[np.newaxis],
         offsets_available=available,
+        source=source,
     )
+
+
+def _voxel_inputs(
+    grid: PolarGrid,
+    points: np.ndarray,
+    to_canonical: np.ndarray | None,
+    options: InputOptions,
+    motion: MotionConfig,
+    voxels: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(valid, features, cells, source) with one network input per occupied cube (``points: voxel``).
+
+    The cubes are the window's (sensor frame, ``motion.voxel_size``), so the first point of each is
+    the very point the window keeps of the scan.
+    """
+    finite = np.flatnonzero(finite_rows(points))
+    if voxels is None:
+        voxels = voxel_groups(points[finite, :3], motion.voxel_size)
+    first, inverse = voxels
+    representatives = finite[first]
+    inside, features, cells = point_inputs(
+        grid, canonical_points(points[representatives], to_canonical), options.intensity
+    )
+    row = np.where(inside, np.cumsum(inside) - 1, -1)  # each cube's network row, −1 outside the grid
+    source = np.full(len(points), -1, dtype=np.int64)
+    source[finite] = row[inverse]
+    valid = np.zeros(len(points), dtype=bool)
+    valid[representatives[inside]] = True
+    return valid, features, cells, source
 
 
 def features_at(

@@ -20,7 +20,7 @@ from kdmos_ros.pipeline.canonical import GroundEstimate, GroundEstimator, Mounti
 from kdmos_ros.pipeline.features import compute_features
 from kdmos_ros.pipeline.runner import ModelRunner
 from kdmos_ros.pipeline.sanity import PointCheck, check_points, without_unusable
-from kdmos_ros.pipeline.window import ScanWindow, finite_rows
+from kdmos_ros.pipeline.window import ScanWindow, finite_rows, voxel_groups
 
 # Published labels (the `label` field of the output cloud).
 LABEL_STATIC = 0
@@ -43,7 +43,7 @@ class SegmentationResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage of STAGES
     window_fill: tuple[int, int] = (0, 0)  # (past scans available, past scans the model uses)
     reset_reason: str | None = None  # why the window started over before this scan, if it did
-    num_valid: int = 0  # points given to the network
+    num_valid: int = 0  # points that got a network output (all but non-finite and out-of-grid ones)
     ground: GroundEstimate | None = None  # the automatic mounting estimate of this scan, when used
     check: PointCheck | None = None  # points left out as non-finite, out of reach or bad intensity
     bad_outputs: int = 0  # points whose P(moving) came back non-finite or outside [0, 1]: label 255
@@ -154,7 +154,13 @@ class MotionSegmenter:
             # Nothing to compare later scans against: leave the window as it was.
             return SegmentationResult(labels, moving_prob, window_fill=self.window.fill(offsets), check=check)
         xyz = scan[:, :3] if finite.all() else scan[finite, :3]
-        reason = self.window.push(xyz, pose, stamp)
+        voxels = None
+        if self.contract.input_options.points == "voxel":
+            # The window thins the scan to the same cubes the network's inputs are: sort them once.
+            voxels = voxel_groups(xyz, self.contract.motion.voxel_size)
+            reason = self.window.push(xyz[voxels[0]], pose, stamp, thinned=True)
+        else:
+            reason = self.window.push(xyz, pose, stamp)
         timings["window"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -177,14 +183,14 @@ class MotionSegmenter:
             self.window,
             to_canonical,
             self.contract.input_options,
+            voxels,
         )
         timings["features"] = time.perf_counter() - start
 
-        num_valid = int(features.valid.sum())
         start = time.perf_counter()
         logits = (
             self.runner.run(features.point_features, features.point_cells, features.motion_bev)
-            if num_valid
+            if len(features.point_features)
             else np.zeros((0, len(self.contract.classes)), dtype=np.float32)
         )
         timings["inference"] = time.perf_counter() - start
@@ -199,8 +205,9 @@ class MotionSegmenter:
         point_labels = np.where(prob >= self.moving_threshold, LABEL_MOVING, LABEL_STATIC).astype(np.uint8)
         if bad_outputs:
             point_labels[~sound] = LABEL_UNKNOWN
-        moving_prob[features.valid] = prob
-        labels[features.valid] = point_labels
+        moving_prob = features.spread(prob, 0.0, np.float32)
+        labels = features.spread(point_labels, LABEL_UNKNOWN, np.uint8)
+        num_valid = features.num_labelled
         timings["labels"] = time.perf_counter() - start
 
         return SegmentationResult(

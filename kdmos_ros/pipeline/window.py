@@ -45,28 +45,62 @@ _VOXEL_OFFSET = 1 << 20
 _VOXEL_BITS = 21
 
 
-def voxel_thin(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
-    """One point (the first in input order) per occupied cube of edge ``voxel_size``."""
-    if len(xyz) == 0:
-        return np.zeros((0, 3), dtype=np.float32)
+def _voxel_keys(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
+    """One int64 per point naming its cube of edge ``voxel_size``."""
     scaled = np.floor(xyz * np.float32(1.0 / voxel_size))
     # Absurd but finite coordinates (a broken driver) must not overflow the key.
     np.clip(scaled, 1 - _VOXEL_OFFSET, _VOXEL_OFFSET - 1, out=scaled)
     cells = scaled.astype(np.int32) + np.int32(_VOXEL_OFFSET)
-    keys = (
+    return (
         (cells[:, 0].astype(np.int64) << (2 * _VOXEL_BITS))
         | (cells[:, 1].astype(np.int64) << _VOXEL_BITS)
         | cells[:, 2]
     )
-    # A stable sort puts each voxel's first point first; np.unique would sort twice.
+
+
+def _sorted_voxels(xyz: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """(order, starts): a stable sort of the points by cube, and where each cube's run begins in it.
+
+    A stable sort puts each cube's first point (in input order) first in its run; np.unique would
+    sort twice.
+    """
+    keys = _voxel_keys(xyz, voxel_size)
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
-    first = np.empty(len(keys), dtype=bool)
-    first[0] = True
-    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
-    keep = np.zeros(len(keys), dtype=bool)
-    keep[order[first]] = True  # a mask keeps input order without sorting again
+    starts = np.empty(len(keys), dtype=bool)
+    starts[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
+    return order, starts
+
+
+def voxel_thin(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
+    """One point (the first in input order) per occupied cube of edge ``voxel_size``."""
+    if len(xyz) == 0:
+        return np.zeros((0, 3), dtype=np.float32)
+    order, starts = _sorted_voxels(xyz, voxel_size)
+    keep = np.zeros(len(xyz), dtype=bool)
+    keep[order[starts]] = True  # a mask keeps input order without sorting again
     return np.ascontiguousarray(xyz[keep], dtype=np.float32)
+
+
+def voxel_groups(xyz: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """(first, inverse) of the cubes of edge ``voxel_size`` the points fall in.
+
+    ``first`` (K,): the index of each occupied cube's first point, increasing, so ``xyz[first]`` is
+    :func:`voxel_thin`'s output; ``inverse`` (N,): for every point, the position in ``first`` of its
+    cube's first point.
+    """
+    if len(xyz) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    order, starts = _sorted_voxels(xyz, voxel_size)
+    group_by_key = np.cumsum(starts) - 1  # each sorted point's cube, cubes numbered in key order
+    first_by_key = order[starts]
+    by_input = np.argsort(first_by_key, kind="stable")
+    rank = np.empty(len(first_by_key), dtype=np.int64)
+    rank[by_input] = np.arange(len(first_by_key))  # key order -> input order of the first points
+    inverse = np.empty(len(xyz), dtype=np.int64)
+    inverse[order] = rank[group_by_key]
+    return first_by_key[by_input], inverse
 
 
 def check_pose(pose: np.ndarray) -> np.ndarray:
@@ -128,13 +162,22 @@ class ScanWindow:
     def clear(self) -> None:
         self._scans.clear()
 
-    def push(self, xyz: np.ndarray, pose: np.ndarray, stamp: float) -> str | None:
-        """Add a scan (finite points, LiDAR frame). Returns why the window was reset first, if it was."""
+    def push(self, xyz: np.ndarray, pose: np.ndarray, stamp: float, thinned: bool = False) -> str | None:
+        """Add a scan (finite points, LiDAR frame). Returns why the window was reset first, if it was.
+
+        ``thinned``: the points are already :func:`voxel_thin`'s output at this window's voxel size
+        (a caller that also needs :func:`voxel_groups` sorts the scan once).
+        """
         pose = check_pose(pose)
         reason = self._reset_reason(pose, float(stamp))
         if reason is not None:
             self._scans.clear()
-        self._scans.appendleft(WindowScan(float(stamp), pose, voxel_thin(xyz[:, :3], self.voxel_size)))
+        points = (
+            np.ascontiguousarray(xyz[:, :3], dtype=np.float32)
+            if thinned
+            else voxel_thin(xyz[:, :3], self.voxel_size)
+        )
+        self._scans.appendleft(WindowScan(float(stamp), pose, points))
         horizon = float(stamp) - (self.max_offset + 0.5) * self.scan_period
         while len(self._scans) > 1 and self._scans[-1].stamp < horizon:
             self._scans.pop()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kdmos_ros.errors import KdmosError
-from kdmos_ros.paths import share_dir
+from kdmos_ros.paths import model_path
 
 #: The node's name and topics. Relative names are remappable (``points:=/velodyne_points``); ``~/``
 #: is the node's own namespace, so the outputs are /kdmos_node/labeled_points etc.
@@ -35,8 +35,6 @@ POSE_SOURCES = ("tf", "odometry", "lidar", "static", "none")
 MOUNTING_SOURCES = ("auto", "fixed", "tf")
 #: ONNX Runtime execution providers (kdmos_ros.pipeline.runner.PROVIDERS), "auto" = fastest available.
 PROVIDER_CHOICES = ("auto", "tensorrt", "cuda", "cpu")
-#: The shipped model, relative to the package's share directory (also `kdmos bench`'s default).
-DEFAULT_MODEL = Path("models") / "kdmos_lite.onnx"
 
 
 class ParameterError(KdmosError):
@@ -100,8 +98,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "model_path",
         "",
-        "ONNX model exported by `kdmos export` (its contract is embedded). Empty: the shipped model, "
-        "share/kdmos_ros/models/kdmos_lite.onnx.",
+        "ONNX model exported by `kdmos export` (its contract is embedded), or a shipped model by name: "
+        "lite (share/kdmos_ros/models/kdmos_lite.onnx, also when empty) or nano (for small CPUs).",
     ),
     ParamSpec(
         "provider",
@@ -347,8 +345,5 @@ def settings_from(values: Mapping[str, Any]) -> NodeSettings:
 
 
 def model_file(settings: NodeSettings) -> Path:
-    """The ONNX file to load: ``model_path``, or the shipped model when it is empty."""
-    if settings.model_path:
-        return Path(settings.model_path).expanduser()
-    share = share_dir()
-    return (share / DEFAULT_MODEL) if share is not None else DEFAULT_MODEL
+    """The ONNX file to load: ``model_path`` (a file or a shipped model's name); empty: shipped lite."""
+    return model_path(settings.model_path)

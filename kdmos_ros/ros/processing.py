@@ -34,6 +34,7 @@ from kdmos_ros.io.pointcloud2 import (
     encode,
     select_points,
 )
+from kdmos_ros.paths import SHIPPED_MODELS
 from kdmos_ros.pipeline.runner import ModelLoadError, ModelRunner
 from kdmos_ros.pipeline.sanity import MAX_ABS_INTENSITY, MAX_COORDINATE_M, PointCheck, check_points
 from kdmos_ros.pipeline.segmenter import (
@@ -149,7 +150,7 @@ class _Dropped(Exception):
 def load_segmenter(settings: NodeSettings, log: Callable[[str], None] | None = None) -> MotionSegmenter:
     """The segmenter for ``settings``; :class:`ModelLoadError` (one line) when the model cannot load."""
     path = model_file(settings)
-    if not settings.model_path and not path.is_file():
+    if settings.model_path in ("", *SHIPPED_MODELS) and not path.is_file():
         raise ModelLoadError(
             f"the shipped model {path} is not installed; export one with `kdmos export --out FILE` "
             "and start the node with model_path:=FILE"

@@ -154,7 +154,7 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _known_preset(self) -> TrainConfig:
-        presets = {"student": ("lite", "full"), "teacher": ("small", "base")}[self.model.kind]
+        presets = {"student": ("nano", "lite", "full"), "teacher": ("small", "base")}[self.model.kind]
         if self.model.preset not in presets:
             raise ValueError(
                 f"model.preset {self.model.preset!r} is not a {self.model.kind} preset ({', '.join(presets)})"

@@ -115,6 +115,9 @@ class Sample:
     motion_bev: np.ndarray  # (C_m, n_rho, n_phi) float32
     labels: np.ndarray  # (M,) int64, KDMOS classes
     valid: np.ndarray  # (N_scan,) bool: the rows of the scan file that are the M points
+    # input_options.points "voxel": (N_scan,) int64, the row (of the M) whose output each point of
+    # the scan file takes, −1 for none (ScanFeatures.source); None: each valid point is its own row.
+    source: np.ndarray | None = None
     # Distillation targets (train/distill.py), None without a ``distill:`` section:
     teacher_logits: np.ndarray | None = None  # (M, C) float32: offline, the teacher's logits per point
     relation_index: np.ndarray | None = None  # (R,) int64: points (of the M) in the affinity matrices
@@ -333,6 +336,7 @@ class MosDataset(LabelledScans):
             motion_bev=motion_bev,
             labels=labels,
             valid=features.valid,
+            source=features.source,
             **(self.targets.attach(window, features.valid) if self.targets is not None else {}),
         )
 

@@ -25,6 +25,7 @@ from kdmos_ros.errors import KdmosError
 from kdmos_ros.evaluate import EvalReport, SequenceReport, evaluate, scan_moving_iou
 from kdmos_ros.io.semantickitti import mos_labels
 from kdmos_ros.metrics import update_mos
+from kdmos_ros.pipeline.features import spread_rows
 from kdmos_ros.pipeline.segmenter import LABEL_MOVING, LABEL_UNKNOWN, MotionSegmenter
 from kdmos_ros.train.checkpoint import checkpoint_kind as read_kind
 from kdmos_ros.train.data import Collate, MosDataset
@@ -109,8 +110,8 @@ def evaluate_student_in_torch(
             batch = collate([sample]).to(device)
             logits = model(batch.point_features, batch.point_cells, batch.motion_bev).point_logits
             probability = moving_probability(logits, contract.moving_class, contract.ignore_class)
-            labels = np.full(len(sample.valid), LABEL_UNKNOWN, dtype=np.uint8)
-            labels[sample.valid] = np.where(probability.cpu().numpy() >= threshold, LABEL_MOVING, 0)
+            row_labels = np.where(probability.cpu().numpy() >= threshold, LABEL_MOVING, 0).astype(np.uint8)
+            labels = spread_rows(sample.valid, sample.source, row_labels, LABEL_UNKNOWN, np.uint8)
             truth = mos_labels(sequence.read_labels(sample.frame)[0])
             update_mos(report.matrix, labels, truth)
             report.frames.append(sample.frame)

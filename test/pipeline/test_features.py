@@ -18,7 +18,7 @@ from kdmos_ros.pipeline.features import (
     polar,
 )
 from kdmos_ros.pipeline.grid import GRIDS, PolarGrid
-from kdmos_ros.pipeline.window import ScanWindow
+from kdmos_ros.pipeline.window import ScanWindow, voxel_groups
 
 GRID = GRIDS["full"]
 MOTION = MotionConfig()
@@ -198,3 +198,43 @@ def test_nan_and_out_of_range_points_are_left_out_in_order() -> None:
     np.testing.assert_array_equal(features.valid, expected)
     assert len(features.point_features) == expected.sum()
     np.testing.assert_array_equal(features.point_features[:, 6], points[features.valid, 0])
+
+
+def test_voxel_inputs_give_every_point_its_cubes_output() -> None:
+    scans = street(10)
+    points = scans[9].points.copy()
+    points[3] = np.nan
+    voxel = InputOptions(points="voxel")
+    window = _window_at(scans, 9)
+    every = compute_features(GRID, MOTION, points, window)
+    thinned = compute_features(GRID, MOTION, points, window, options=voxel)
+    np.testing.assert_array_equal(thinned.motion_bev, every.motion_bev)
+    # One network row per occupied cube inside the grid, the cube's first point, in input order.
+    finite = np.flatnonzero(np.isfinite(points[:, :3]).all(1))
+    first, inverse = voxel_groups(points[finite, :3], MOTION.voxel_size)
+    rows = finite[first][every.valid[finite[first]]]
+    np.testing.assert_array_equal(np.flatnonzero(thinned.valid), rows)
+    rows_of_every = np.isin(np.flatnonzero(every.valid), rows)
+    np.testing.assert_array_equal(thinned.point_features, every.point_features[rows_of_every])
+    assert len(thinned.point_features) < len(every.point_features)  # the street has some shared cubes
+    # Every other point takes the row of its cube's first point: same cube, same features.
+    source = thinned.source
+    assert source is not None and source[3] == -1
+    labelled = source >= 0
+    np.testing.assert_array_equal(labelled[finite], every.valid[finite[first]][inverse])
+    assert not labelled[np.setdiff1d(np.arange(len(points)), finite)].any()
+    # In float32, as the window computes them.
+    cube = np.floor(np.nan_to_num(points[:, :3]) * np.float32(1.0 / MOTION.voxel_size)).astype(int)
+    np.testing.assert_array_equal(cube[rows[source[labelled]]], cube[labelled])
+    spread = thinned.spread(np.arange(len(rows), dtype=np.int64), -1, np.int64)
+    np.testing.assert_array_equal(spread, source)
+    assert thinned.num_labelled == int(labelled.sum())
+    # The streaming path and the dataset path agree, and so does a caller that sorted the cubes already.
+    stamps = [s.stamp for s in scans]
+    scan_points = [s.points if i != 9 else points for i, s in enumerate(scans)]
+    replayed = features_at(GRID, MOTION, scan_points, [s.pose for s in scans], stamps, 9, options=voxel)
+    given = compute_features(GRID, MOTION, points, window, options=voxel, voxels=(first, inverse))
+    for other in (replayed, given):
+        np.testing.assert_array_equal(other.source, source)
+        np.testing.assert_array_equal(other.point_features, thinned.point_features)
+        np.testing.assert_array_equal(other.motion_bev, thinned.motion_bev)

@@ -12,7 +12,13 @@ from support import write_oracle_model
 
 from kdmos_ros.pipeline.contract import METADATA_KEY, ModelContract, ModelContractError
 from kdmos_ros.pipeline.grid import GRIDS
-from kdmos_ros.pipeline.runner import ModelLoadError, ModelRunner
+from kdmos_ros.pipeline.runner import (
+    ModelLoadError,
+    ModelRunner,
+    _tensorrt_options,
+    provider_status,
+    shadowing_warning,
+)
 
 CONTRACT = ModelContract(grid=GRIDS["lite"], preset="oracle")
 
@@ -118,3 +124,31 @@ def test_a_model_of_the_sensor_frame_features_is_refused(model: Path) -> None:
         ModelContractError, match=r"feature version 1, but this kdmos_ros computes version\(s\) 2.*retrain"
     ):
         ModelRunner(model)
+
+
+def test_provider_status_tries_each_provider_for_real(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert provider_status()["cpu"] == "usable"
+    # A provider onnxruntime lists but cannot load (no CUDA libraries) falls back to the CPU silently:
+    # the probe session notices.
+    import onnxruntime as ort
+
+    real = ort.get_available_providers()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *real])
+    status = provider_status()
+    assert status["cuda"] != "usable" and status["cpu"] == "usable"
+    assert "onnxruntime-gpu" in status["tensorrt"]
+
+
+def test_both_runtime_builds_installed_is_named_with_the_fix() -> None:
+    assert shadowing_warning({"onnxruntime": "1.20.0", "onnxruntime-gpu": None}) is None
+    assert shadowing_warning({"onnxruntime": None, "onnxruntime-gpu": "1.20.0"}) is None
+    warning = shadowing_warning({"onnxruntime": "1.20.0", "onnxruntime-gpu": "1.20.0"})
+    assert warning is not None and "pip uninstall -y onnxruntime onnxruntime-gpu" in warning
+
+
+def test_tensorrt_uses_half_precision_and_caches_in_the_user_folder(tmp_path: Path) -> None:
+    options = _tensorrt_options(CONTRACT, tmp_path)
+    assert options["trt_fp16_enable"] == "True"
+    assert options["trt_engine_cache_path"] == options["trt_timing_cache_path"] == str(tmp_path)
+    # One engine for every scan size: the profile spans one point to a 400k-point cloud.
+    assert options["trt_profile_max_shapes"].startswith("point_features:400000x9")

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from support import write_oracle_model
 
-from kdmos_ros.cli import _default_model
 from kdmos_ros.io.semantickitti import open_sequence
+from kdmos_ros.paths import model_path
 from kdmos_ros.pipeline.contract import ModelContract
 from kdmos_ros.pipeline.grid import GRIDS
 from kdmos_ros.pipeline.sanity import MAX_ABS_INTENSITY, MAX_COORDINATE_M, check_points, without_unusable
 from kdmos_ros.pipeline.segmenter import LABEL_MOVING, LABEL_UNKNOWN, MotionSegmenter
 
-SHIPPED = _default_model()
+SHIPPED = model_path(None)
 
 
 def test_each_kind_of_unusable_point_is_counted_once() -> None:

@@ -10,7 +10,7 @@ from scenes import street
 from support import write_oracle_model
 
 from kdmos_ros.io.semantickitti import open_sequence
-from kdmos_ros.pipeline.contract import ModelContract
+from kdmos_ros.pipeline.contract import InputOptions, ModelContract
 from kdmos_ros.pipeline.features import features_at, transform
 from kdmos_ros.pipeline.grid import GRIDS
 from kdmos_ros.pipeline.segmenter import (
@@ -137,3 +137,33 @@ def test_real_kitti_scans_get_one_label_per_point_in_order(segmenter_path: Path,
         np.testing.assert_array_equal(result.labels == LABEL_UNKNOWN, ~in_grid)
         assert result.num_valid == in_grid.sum()
     assert result.window_full
+
+
+def test_voxel_inputs_label_real_kitti_scans_like_every_point_inputs(
+    tmp_path: Path, kitti00_root: Path
+) -> None:
+    nano_grid = ModelContract(grid=GRIDS["nano"], preset="oracle")
+    voxel_contract = nano_grid.model_copy(update={"input_options": InputOptions(points="voxel")})
+    every = MotionSegmenter.from_path(write_oracle_model(tmp_path / "every.onnx", nano_grid))
+    thinned = MotionSegmenter.from_path(write_oracle_model(tmp_path / "voxel.onnx", voxel_contract))
+    sequence = open_sequence(kitti00_root, 0)
+    rows = []
+    for frame, pose, stamp in zip(sequence.frames, sequence.poses, sequence.times, strict=True):
+        points = sequence.read_scan(frame)
+        reference = every.process(points, pose, stamp)
+        result = thinned.process(points, pose, stamp)
+        assert result.labels.shape == (len(points),)
+        # The window holds the same thinned scan either way.
+        np.testing.assert_array_equal(thinned.window.newest.points, every.window.newest.points)
+        # A point takes its 0.15 m cube's first point's output: the same polar cell but at cell borders
+        # (also the grid's outer border, where a cube can straddle the range limit).
+        unknown = result.labels == LABEL_UNKNOWN
+        assert np.count_nonzero(unknown != (reference.labels == LABEL_UNKNOWN)) < 1e-3 * len(points)
+        assert result.num_valid == len(points) - np.count_nonzero(unknown)
+        # With 0.30 m range bins half the cubes straddle a border: ~1 % of the points take a neighbour
+        # cell's label, all of them at the edge of a moving region.
+        agree = np.mean(result.labels == reference.labels)
+        assert agree > 0.98
+        rows.append(len(thinned.window.newest.points) / len(points))
+    assert result.window_full and np.count_nonzero(result.labels == LABEL_MOVING) > 0
+    assert np.median(rows) < 0.5  # an HDL-64 scan has two to three points per occupied cube

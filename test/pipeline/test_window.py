@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kdmos_ros.pipeline.window import InvalidPoseError, ScanWindow, voxel_thin
+from kdmos_ros.pipeline.window import InvalidPoseError, ScanWindow, voxel_groups, voxel_thin
 
 
 def _pose(x: float = 0.0, yaw: float = 0.0) -> np.ndarray:
@@ -28,6 +28,29 @@ def test_voxel_thin_keeps_one_point_per_voxel_in_input_order() -> None:
     first_index = {tuple(v): i for i, v in reversed(list(enumerate(voxels)))}
     expected = xyz[sorted(first_index.values())]
     np.testing.assert_array_equal(thinned, expected)
+
+
+def test_voxel_groups_name_the_first_point_of_every_points_cube() -> None:
+    rng = np.random.default_rng(1)
+    xyz = rng.uniform(-3, 3, size=(5000, 3)).astype(np.float32)
+    first, inverse = voxel_groups(xyz, 0.5)
+    np.testing.assert_array_equal(xyz[first], voxel_thin(xyz, 0.5))
+    voxels = np.floor(xyz / 0.5).astype(int)
+    representative = first[inverse]
+    np.testing.assert_array_equal(voxels[representative], voxels)  # same cube
+    assert np.all(representative <= np.arange(len(xyz)))  # and the cube's first point
+    assert np.all(representative[first] == first)
+    empty_first, empty_inverse = voxel_groups(np.zeros((0, 3), dtype=np.float32), 0.5)
+    assert len(empty_first) == len(empty_inverse) == 0
+
+
+def test_a_thinned_push_is_stored_as_given() -> None:
+    xyz = np.array([[1.0, 0.0, 0.0], [1.01, 0.0, 0.0]], dtype=np.float32)
+    window = ScanWindow(1, 0.15)
+    window.push(xyz, _pose(), 0.0, thinned=True)
+    assert window.newest is not None and len(window.newest.points) == 2
+    window.push(xyz, _pose(), 0.1)
+    assert len(window.newest.points) == 1
 
 
 def test_past_scans_are_picked_by_time() -> None:

@@ -88,6 +88,9 @@ def test_runtime_updates_are_checked_and_all_or_nothing() -> None:
 def test_model_file_defaults_to_the_shipped_model() -> None:
     assert model_file(NodeSettings()) == ROOT / "models" / "kdmos_lite.onnx"
     assert model_file(NodeSettings(model_path="~/m.onnx")) == Path.home() / "m.onnx"
+    assert model_file(NodeSettings(model_path="lite")) == ROOT / "models" / "kdmos_lite.onnx"
+    assert model_file(NodeSettings(model_path="nano")) == ROOT / "models" / "kdmos_nano.onnx"
+    assert model_file(NodeSettings(model_path="nano.onnx")) == Path("nano.onnx")
 
 
 def test_config_file_sets_known_parameters_to_valid_values() -> None:

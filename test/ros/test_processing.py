@@ -393,11 +393,12 @@ def test_load_segmenter_applies_settings_and_fails_clearly(oracle_model: Path, t
 
 
 def test_missing_shipped_model_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import kdmos_ros.ros.params as params
+    import kdmos_ros.paths as paths
 
-    monkeypatch.setattr(params, "share_dir", lambda: tmp_path)
-    with pytest.raises(ModelLoadError, match=r"kdmos export .*model_path:="):
-        load_segmenter(NodeSettings())
+    monkeypatch.setattr(paths, "share_dir", lambda: tmp_path)
+    for name in ("", "nano"):
+        with pytest.raises(ModelLoadError, match=r"kdmos export .*model_path:="):
+            load_segmenter(settings_from({"model_path": name}))
 
 
 # --- the newest-scan slot -------------------------------------------------------------------------

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scenes import write_street_sequence
 
-from kdmos_ros.io.semantickitti import KDMOS_MOVING, KDMOS_STATIC, open_sequence
-from kdmos_ros.pipeline.contract import ModelContract
+from kdmos_ros.io.semantickitti import KDMOS_MOVING, KDMOS_STATIC, kdmos_labels, open_sequence
+from kdmos_ros.pipeline.contract import InputOptions, ModelContract
 from kdmos_ros.pipeline.features import features_at
 from kdmos_ros.pipeline.grid import GRIDS
 from kdmos_ros.train import data
@@ -135,3 +135,18 @@ def test_samples_say_which_scan_rows_they_hold(root: Path) -> None:
     reference = features_at(CONTRACT.grid, CONTRACT.motion, scans, sequence.poses, sequence.times, 6)
     np.testing.assert_array_equal(sample.valid, reference.valid)
     assert int(sample.valid.sum()) == len(sample.labels)
+
+
+def test_voxel_samples_hold_one_row_per_cube_and_say_where_each_point_goes(root: Path) -> None:
+    contract = CONTRACT.model_copy(update={"input_options": InputOptions(points="voxel")})
+    sample = MosDataset(root, ["00"], contract)[6]
+    every = MosDataset(root, ["00"], CONTRACT)[6]
+    assert sample.source is not None and every.source is None
+    assert int(sample.valid.sum()) == len(sample.labels) == len(sample.point_features) < len(every.labels)
+    # Each row is the label of the scan point it is, and every labelled point points at a row.
+    sequence = open_sequence(root, "00")
+    semantic, _ = sequence.read_labels(6)
+    np.testing.assert_array_equal(sample.labels, kdmos_labels(semantic)[sample.valid])
+    labelled = sample.source >= 0
+    np.testing.assert_array_equal(sample.source[sample.valid], np.arange(len(sample.labels)))
+    assert labelled.sum() >= every.valid.sum() - 0.001 * len(every.valid)

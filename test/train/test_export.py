@@ -76,6 +76,14 @@ def test_lite_parity_torch_vs_onnxruntime(lite: tuple[StudentNet, Path]) -> None
     assert_parity(*lite)
 
 
+def test_nano_parity_torch_vs_onnxruntime_and_its_contract(tmp_path: Path) -> None:
+    model = calibrated(PRESETS["nano"])
+    path = export_onnx(model, PRESETS["nano"], tmp_path / "nano.onnx", TRAINING)
+    assert_parity(model, path)
+    contract = ModelRunner(path, provider="cpu").contract
+    assert contract.preset == "nano" and contract.input_options.points == "voxel"
+
+
 @pytest.mark.slow
 def test_full_parity_torch_vs_onnxruntime(tmp_path: Path) -> None:
     model = calibrated(PRESETS["full"])

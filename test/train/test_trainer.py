@@ -197,9 +197,12 @@ def test_eval_on_a_student_checkpoint_equals_eval_on_its_export(
     assert reports[1]["model"] == str(checkpoint)
 
 
-def test_a_student_scored_in_torch_scores_as_its_onnx_export(root: Path, tmp_path: Path) -> None:
-    # How non-causal students are scored (they cannot be exported), checked on a causal one.
-    config = PRESETS["lite"].model_validate({**PRESETS["lite"].model_dump(), **TINY_STUDENT})
+@pytest.mark.parametrize("points", ["all", "voxel"])
+def test_a_student_scored_in_torch_scores_as_its_onnx_export(root: Path, tmp_path: Path, points: str) -> None:
+    # How non-causal students are scored (they cannot be exported), checked on a causal one; with voxel
+    # inputs the torch path spreads each cube's output to its points as the node does.
+    options = {"input_options": {"points": points}}
+    config = PRESETS["lite"].model_validate({**PRESETS["lite"].model_dump(), **TINY_STUDENT, **options})
     torch.manual_seed(4)
     model = StudentNet(config).eval()
     # Raise the moving logit until about half the points are called moving, so both kinds count.

@@ -170,6 +170,25 @@ PRESETS: dict[str, StudentConfig] = {
         # evidence that close (docs/features.md, "Motion gate").
         motion_gate=5,
     ),
+    # For small computers (issue 23): a quarter of lite's parameters on a grid with 3° columns, and the
+    # network sees one point per 0.15 m cube (input_options.points "voxel", a third of an HDL-64
+    # scan's points), the others taking their cube's label. Chosen by `kdmos bench` of untrained
+    # candidates on the KITTI scans (docs/performance.md): inference time follows the cells of the
+    # full-resolution level far more than the widths.
+    "nano": StudentConfig(
+        preset="nano",
+        grid=GRIDS["nano"],
+        input_options=InputOptions(points="voxel"),
+        point_widths=(8, 8),
+        bev_channels=8,
+        appearance_widths=(8, 16, 32, 64, 64),
+        motion_widths=(4, 8, 16, 32),
+        gate_width=8,
+        motion_gate=5,  # 1.5 m × 15°
+        # MotionBEV's 0.5 drops half of 8 channels: the network stayed constant (validation moving IoU
+        # 0 % after 3 epochs, every P(moving) within 0.43-0.45); 0.1 learns (5.6 % after one, as lite's 3 %).
+        dropout=0.1,
+    ),
 }
 
 

@@ -97,7 +97,8 @@ class MotionContext(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     grid: PolarGrid = Field(
-        ..., description="Grid of the motion BEV: a student preset's name (lite, full) or the grid itself."
+        ...,
+        description="Grid of the motion BEV: a student preset's name (nano, lite, full) or the grid itself.",
     )
     motion: MotionConfig = MotionConfig()
     future: bool = Field(

@@ -85,6 +85,14 @@ def test_lite_preset_is_much_smaller_and_on_the_lite_grid() -> None:
     assert format_parameter_counts(lite).startswith("total 1.00 M (pointnet ")
 
 
+def test_nano_preset_is_a_quarter_of_lite_and_takes_voxel_inputs() -> None:
+    nano, lite = count_parameters(build_student("nano")), count_parameters(build_student("lite"))
+    assert nano["total"] < 0.3 * lite["total"]
+    contract = PRESETS["nano"].to_contract()
+    assert contract.input_options.points == "voxel" and contract.preset == "nano"
+    assert PRESETS["lite"].to_contract().input_options.points == "all"
+
+
 def test_training_forward_shapes_for_a_batch_of_two() -> None:
     model = StudentNet(SMALL).train()
     features, cells, motion = random_batch(SMALL, [700, 500])
