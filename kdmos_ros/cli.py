@@ -933,7 +933,7 @@ def export(
     preset: Annotated[
         str | None,
         typer.Option(
-            "--preset", "-p", help="Student size, lite or full (default: lite, or the checkpoint's)."
+            "--preset", "-p", help="Student size: nano, lite or full (default: lite, or the checkpoint's)."
         ),
     ] = None,
     checkpoint: Annotated[

@@ -60,7 +60,7 @@ class DataConfig(_Section):
 
 class ModelSection(_Section):
     kind: Literal["student", "teacher"]
-    preset: str = Field(..., description="Student: lite | full; teacher: small | base.")
+    preset: str = Field(..., description="Student: nano | lite | full; teacher: small | base.")
     overrides: dict[str, Any] = Field(
         default_factory=dict,
         description="Architecture fields replaced in the preset (e.g. a smaller grid for tests).",
