@@ -19,6 +19,7 @@ from rich.table import Table
 
 from kdmos_ros import __version__
 from kdmos_ros.errors import KdmosError, describe_validation_error
+from kdmos_ros.paths import model_path
 
 app = typer.Typer(
     name="kdmos",
@@ -253,13 +254,6 @@ def _open_data(data: Path, sequence: str | None):
     return open_sequence(data, sequence)
 
 
-def _model_file(model: Path | None) -> Path:
-    """``--model``: a file, a shipped model's name (lite, nano), or None for the shipped lite model."""
-    from kdmos_ros.paths import model_path
-
-    return model_path(model)
-
-
 @app.command()
 def bench(
     model: Annotated[
@@ -305,7 +299,7 @@ def bench(
 
         require_matplotlib()
     seq = _open_data(data, sequence)
-    segmenter = MotionSegmenter.from_path(_model_file(model), provider=provider, log=console.print)
+    segmenter = MotionSegmenter.from_path(model_path(model), provider=provider, log=console.print)
     segmenter.runner.warmup()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("benchmark", total=scans)
@@ -690,7 +684,7 @@ def predict(
     from kdmos_ros.pipeline.segmenter import MotionSegmenter
 
     sequence = SemanticKittiSequence(sequence_dir)
-    segmenter = MotionSegmenter.from_path(_model_file(model), provider=provider, log=console.print)
+    segmenter = MotionSegmenter.from_path(model_path(model), provider=provider, log=console.print)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("predicting", total=len(sequence))
         target = predict_sequence(segmenter, sequence, out_dir, progress=lambda n: progress.advance(task, n))
@@ -766,9 +760,9 @@ def label_bag_command(
     from kdmos_ros.pipeline.canonical import Mounting
     from kdmos_ros.pipeline.segmenter import MotionSegmenter
 
-    model_path = _model_file(model)
-    if not model_path.is_file():
-        raise KdmosError(f"model file not found: {model_path}")
+    model_file = model_path(model)
+    if not model_file.is_file():
+        raise KdmosError(f"model file not found: {model_file}")
     if mounting_height is not None and base_frame:
         raise KdmosError(
             "give either --mounting-height (a fixed mounting) or --base-frame (from TF), not both"
@@ -783,7 +777,7 @@ def label_bag_command(
             raise KdmosError(f"invalid mounting: {describe_validation_error(error)}") from None
 
     def segmenter() -> MotionSegmenter:
-        return MotionSegmenter.from_path(model_path, provider=provider, log=console.print)
+        return MotionSegmenter.from_path(model_file, provider=provider, log=console.print)
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=error_console, transient=True) as progress:
@@ -881,7 +875,7 @@ def demo(
 
         result = run_demo(
             out,
-            _model_file(model),
+            model_path(model),
             scans=scans,
             seed=seed,
             sensor=sensor,

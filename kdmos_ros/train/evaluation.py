@@ -110,7 +110,7 @@ def evaluate_student_in_torch(
             batch = collate([sample]).to(device)
             logits = model(batch.point_features, batch.point_cells, batch.motion_bev).point_logits
             probability = moving_probability(logits, contract.moving_class, contract.ignore_class)
-            row_labels = np.where(probability.cpu().numpy() >= threshold, LABEL_MOVING, 0).astype(np.uint8)
+            row_labels = np.where(probability.cpu().numpy() >= threshold, LABEL_MOVING, 0)
             labels = spread_rows(sample.valid, sample.source, row_labels, LABEL_UNKNOWN, np.uint8)
             truth = mos_labels(sequence.read_labels(sample.frame)[0])
             update_mos(report.matrix, labels, truth)
