@@ -58,28 +58,36 @@ def _voxel_keys(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
     )
 
 
-def _sorted_voxels(xyz: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
-    """(order, starts): a stable sort of the points by cube, and where each cube's run begins in it.
+def _sorted_voxels(xyz: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(runs, order, starts): the cube-sorted runs of the points, and where each cube begins.
 
-    A stable sort puts each cube's first point (in input order) first in its run; np.unique would
-    sort twice.
+    Consecutive points of a scan (one beam's neighbours) often share a cube: only the first point of
+    each run of equal keys can be its cube's first, so only those (``runs``, input indices,
+    increasing; 40 % of a KITTI scan) are sorted. ``order`` is a stable sort of the runs by cube, so
+    each cube's first point in input order comes first in its run of ``order``; ``starts`` marks
+    where each cube begins in it. np.unique would sort twice.
     """
     keys = _voxel_keys(xyz, voxel_size)
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    starts = np.empty(len(keys), dtype=bool)
+    first_of_run = np.empty(len(keys), dtype=bool)
+    first_of_run[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=first_of_run[1:])
+    runs = np.flatnonzero(first_of_run)
+    run_keys = keys[runs]
+    order = np.argsort(run_keys, kind="stable")
+    sorted_keys = run_keys[order]
+    starts = np.empty(len(runs), dtype=bool)
     starts[0] = True
     np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=starts[1:])
-    return order, starts
+    return runs, order, starts
 
 
 def voxel_thin(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
     """One point (the first in input order) per occupied cube of edge ``voxel_size``."""
     if len(xyz) == 0:
         return np.zeros((0, 3), dtype=np.float32)
-    order, starts = _sorted_voxels(xyz, voxel_size)
+    runs, order, starts = _sorted_voxels(xyz, voxel_size)
     keep = np.zeros(len(xyz), dtype=bool)
-    keep[order[starts]] = True  # a mask keeps input order without sorting again
+    keep[runs[order[starts]]] = True  # a mask keeps input order without sorting again
     return np.ascontiguousarray(xyz[keep], dtype=np.float32)
 
 
@@ -92,15 +100,18 @@ def voxel_groups(xyz: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.nda
     """
     if len(xyz) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    order, starts = _sorted_voxels(xyz, voxel_size)
-    group_by_key = np.cumsum(starts) - 1  # each sorted point's cube, cubes numbered in key order
-    first_by_key = order[starts]
-    by_input = np.argsort(first_by_key, kind="stable")
-    rank = np.empty(len(first_by_key), dtype=np.int64)
-    rank[by_input] = np.arange(len(first_by_key))  # key order -> input order of the first points
-    inverse = np.empty(len(xyz), dtype=np.int64)
-    inverse[order] = rank[group_by_key]
-    return first_by_key[by_input], inverse
+    runs, order, starts = _sorted_voxels(xyz, voxel_size)
+    group_by_key = np.cumsum(starts) - 1  # each sorted run's cube, cubes numbered in key order
+    first_by_key = runs[order[starts]]
+    is_first = np.zeros(len(xyz), dtype=bool)
+    is_first[first_by_key] = True
+    # key order -> input order of the first points, by counting instead of a second sort
+    rank = (np.cumsum(is_first) - 1)[first_by_key]
+    run_group = np.empty(len(runs), dtype=np.int64)
+    run_group[order] = rank[group_by_key]
+    # Every point belongs to the run that began at or before it.
+    run_lengths = np.diff(runs, append=len(xyz))
+    return np.flatnonzero(is_first), np.repeat(run_group, run_lengths)
 
 
 def check_pose(pose: np.ndarray) -> np.ndarray:

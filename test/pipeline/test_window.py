@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from kdmos_ros.io.semantickitti import open_sequence
 from kdmos_ros.pipeline.window import InvalidPoseError, ScanWindow, voxel_groups, voxel_thin
 
 
@@ -42,6 +45,33 @@ def test_voxel_groups_name_the_first_point_of_every_points_cube() -> None:
     assert np.all(representative[first] == first)
     empty_first, empty_inverse = voxel_groups(np.zeros((0, 3), dtype=np.float32), 0.5)
     assert len(empty_first) == len(empty_inverse) == 0
+
+
+def _unique_reference(xyz: np.ndarray, size: float) -> tuple[np.ndarray, np.ndarray]:
+    """(first, inverse) of voxel_groups, by np.unique on the integer cube coordinates."""
+    cubes = np.floor(xyz / np.float32(size)).astype(np.int64)
+    _, first, inverse = np.unique(cubes, axis=0, return_index=True, return_inverse=True)
+    by_input = np.argsort(first)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[by_input] = np.arange(len(first))
+    return first[by_input], rank[inverse.reshape(-1)]
+
+
+@pytest.mark.parametrize("order", ["scan", "reversed", "shuffled"])
+def test_thinning_of_a_real_scan_equals_a_unique_reference(kitti00_root: Path, order: str) -> None:
+    # A real scan's beam order puts neighbours (often one cube) next to each other: the runs the
+    # thinning skips. Reversed and shuffled orders change which point of each cube comes first.
+    xyz = open_sequence(kitti00_root, 0).read_scan(0)[:, :3]
+    if order == "reversed":
+        xyz = xyz[::-1]
+    elif order == "shuffled":
+        xyz = xyz[np.random.default_rng(3).permutation(len(xyz))]
+    xyz = np.ascontiguousarray(xyz)
+    expected_first, expected_inverse = _unique_reference(xyz, 0.15)
+    first, inverse = voxel_groups(xyz, 0.15)
+    np.testing.assert_array_equal(first, expected_first)
+    np.testing.assert_array_equal(inverse, expected_inverse)
+    np.testing.assert_array_equal(voxel_thin(xyz, 0.15), xyz[expected_first])
 
 
 def test_a_thinned_push_is_stored_as_given() -> None:

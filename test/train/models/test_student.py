@@ -231,6 +231,20 @@ def test_dysample_without_offsets_is_bilinear_upsampling_that_wraps_phi() -> Non
     assert not torch.allclose(up[..., 0], clamped[..., 0], atol=1e-3)
 
 
+def test_dysample_gather_sampling_equals_grid_sample_with_large_offsets() -> None:
+    # Offsets of several pixels push samples past the ρ borders (clamped) and across the φ seam.
+    sampler = DySample(8, groups=2)
+    torch.nn.init.normal_(sampler.offset.weight, std=2.0)
+    torch.nn.init.normal_(sampler.offset.bias, std=8.0)
+    x = torch.randn(2, 8, 5, 7)
+    with torch.no_grad():
+        by_grid = sampler(x, (5, 7))
+        sampler.gather = True
+        by_gather = sampler(x, (5, 7))
+    assert by_gather.shape == (2, 8, 10, 14)
+    torch.testing.assert_close(by_gather, by_grid, rtol=0, atol=1e-5)
+
+
 def test_dysample_offsets_move_each_groups_samples() -> None:
     sampler = DySample(8, groups=4)
     torch.nn.init.zeros_(sampler.offset.weight)
