@@ -257,7 +257,7 @@ def _open_data(data: Path, sequence: str | None):
 @app.command()
 def bench(
     model: Annotated[
-        Path | None, typer.Option("--model", "-m", help="ONNX model, or lite/nano (shipped; default lite).")
+        Path | None, typer.Option("--model", "-m", help="ONNX model, or lite/lite_int8/nano (shipped; default lite).")
     ] = None,
     data: Annotated[
         Path | None,
@@ -658,6 +658,44 @@ def calibrate(
         console.print(f"wrote {write} with moving threshold {best:g}")
 
 
+@app.command()
+def quantize(
+    model: Annotated[Path, typer.Argument(help="Exported float ONNX model, e.g. models/kdmos_lite.onnx.")],
+    data_root: Annotated[Path, typer.Argument(help="Dataset root holding sequences/NN/ (labels not needed).")],
+    sequences: Annotated[
+        str,
+        typer.Option("--sequences", "-s", help="Comma-separated TRAINING sequences to take activation ranges from."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the int8 model goes.")],
+    scans: Annotated[int, typer.Option(help="Scans per sequence fed to the calibration.", min=1)] = 8,
+    force: Annotated[bool, typer.Option(help="Overwrite OUT if it exists.")] = False,
+) -> None:
+    """Write an int8 copy of a model for CPUs (static QDQ quantisation of its convolutions).
+
+    Activation ranges come from the model's inputs on a few scans of each sequence, built by the
+    node's pipeline. Measure the copy before shipping it: `kdmos eval` for the IoU it costs,
+    `kdmos bench` for the time it saves (docs/performance.md). GPUs gain nothing from it; keep the
+    float model there.
+    """
+    from rich.progress import Progress
+
+    from kdmos_ros.io.semantickitti import open_sequence
+    from kdmos_ros.pipeline.segmenter import MotionSegmenter
+    from kdmos_ros.quantize import calibration_inputs, quantize_model
+
+    if out.exists() and not force:
+        raise KdmosError(f"{out} exists; pass --force to overwrite it")
+    names = _sequence_names(sequences)
+    segmenter = MotionSegmenter.from_path(model, provider="cpu", log=console.print)
+    total = sum(len(open_sequence(data_root, name)) for name in names)
+    with Progress(console=error_console, transient=True) as progress:
+        task = progress.add_task("collecting calibration inputs", total=total)
+        feeds = calibration_inputs(segmenter, data_root, names, scans, lambda n: progress.advance(task, n))
+        progress.update(task, description=f"quantising on {len(feeds)} scans")
+        quantize_model(model, out, feeds, {"root": str(data_root), "sequences": names, "scans": len(feeds)})
+    console.print(f"wrote {out}: int8 convolutions, ranges from {len(feeds)} scans of {', '.join(names)}")
+
+
 def _eval_figures(report, model_name: str, folder: Path) -> None:
     """confusion.png and scan_iou.png of an evaluation report, into ``folder``."""
     from kdmos_ros.plots import confusion_png, scan_iou_png
@@ -672,7 +710,7 @@ def predict(
     sequence_dir: Annotated[Path, typer.Argument(help="Sequence folder ROOT/sequences/NN.")],
     out_dir: Annotated[Path, typer.Argument(help="Where OUT_DIR/sequences/NN/predictions/*.label go.")],
     model: Annotated[
-        Path | None, typer.Option("--model", "-m", help="ONNX model, or lite/nano (shipped; default lite).")
+        Path | None, typer.Option("--model", "-m", help="ONNX model, or lite/lite_int8/nano (shipped; default lite).")
     ] = None,
     provider: Annotated[str, typer.Option(help="auto, tensorrt, cuda or cpu.")] = "auto",
 ) -> None:
@@ -715,7 +753,7 @@ def label_bag_command(
         str, typer.Option("--odom-topic", help="nav_msgs/Odometry topic for --pose-source odometry.")
     ] = "/odom",
     model: Annotated[
-        Path | None, typer.Option("--model", "-m", help="ONNX model, or lite/nano (shipped; default lite).")
+        Path | None, typer.Option("--model", "-m", help="ONNX model, or lite/lite_int8/nano (shipped; default lite).")
     ] = None,
     provider: Annotated[str, typer.Option(help="auto, tensorrt, cuda or cpu.")] = "auto",
     keep_original: Annotated[
@@ -836,7 +874,7 @@ def demo(
         Path, typer.Option("--out", "-o", help="Folder for the demo's files (replaced on the next run).")
     ] = Path("kdmos_demo"),
     model: Annotated[
-        Path | None, typer.Option("--model", "-m", help="ONNX model, or lite/nano (shipped; default lite).")
+        Path | None, typer.Option("--model", "-m", help="ONNX model, or lite/lite_int8/nano (shipped; default lite).")
     ] = None,
     scans: Annotated[int, typer.Option("--scans", "-n", min=12, help="Length of the simulated drive.")] = 80,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Town and traffic of the drive.")] = 3000,

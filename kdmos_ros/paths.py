@@ -34,11 +34,11 @@ def share_dir() -> Path | None:
 
 
 #: Models shipped in share/kdmos_ros/models, by the name `model_path` and `--model` also accept.
-SHIPPED_MODELS = ("lite", "nano")
+SHIPPED_MODELS = ("lite", "lite_int8", "nano")
 
 
 def model_path(name_or_path: str | Path | None) -> Path:
-    """An ONNX file from a path, a shipped model's name (``lite``, ``nano``), or None (the shipped lite)."""
+    """An ONNX file from a path, a shipped model's name (``lite``, ``lite_int8``, ``nano``), or None (the shipped lite)."""
     text = "lite" if name_or_path is None or str(name_or_path) == "" else str(name_or_path)
     if text in SHIPPED_MODELS:
         relative = Path("models") / f"kdmos_{text}.onnx"

@@ -90,6 +90,8 @@ def test_model_file_defaults_to_the_shipped_model() -> None:
     assert model_file(NodeSettings(model_path="~/m.onnx")) == Path.home() / "m.onnx"
     assert model_file(NodeSettings(model_path="lite")) == ROOT / "models" / "kdmos_lite.onnx"
     assert model_file(NodeSettings(model_path="nano")) == ROOT / "models" / "kdmos_nano.onnx"
+    int8 = model_file(NodeSettings(model_path="lite_int8"))
+    assert int8 == ROOT / "models" / "kdmos_lite_int8.onnx" and int8.is_file()
     assert model_file(NodeSettings(model_path="nano.onnx")) == Path("nano.onnx")
 
 
