@@ -257,7 +257,8 @@ def _open_data(data: Path, sequence: str | None):
 @app.command()
 def bench(
     model: Annotated[
-        Path | None, typer.Option("--model", "-m", help="ONNX model, or lite/lite_int8/nano (shipped; default lite).")
+        Path | None,
+        typer.Option("--model", "-m", help="ONNX model, or lite/lite_int8/nano (shipped; default lite)."),
     ] = None,
     data: Annotated[
         Path | None,
@@ -661,10 +662,14 @@ def calibrate(
 @app.command()
 def quantize(
     model: Annotated[Path, typer.Argument(help="Exported float ONNX model, e.g. models/kdmos_lite.onnx.")],
-    data_root: Annotated[Path, typer.Argument(help="Dataset root holding sequences/NN/ (labels not needed).")],
+    data_root: Annotated[
+        Path, typer.Argument(help="Dataset root holding sequences/NN/ (labels not needed).")
+    ],
     sequences: Annotated[
         str,
-        typer.Option("--sequences", "-s", help="Comma-separated TRAINING sequences to take activation ranges from."),
+        typer.Option(
+            "--sequences", "-s", help="Comma-separated TRAINING sequences to take activation ranges from."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the int8 model goes.")],
     scans: Annotated[int, typer.Option(help="Scans per sequence fed to the calibration.", min=1)] = 8,
@@ -710,7 +715,8 @@ def predict(
     sequence_dir: Annotated[Path, typer.Argument(help="Sequence folder ROOT/sequences/NN.")],
     out_dir: Annotated[Path, typer.Argument(help="Where OUT_DIR/sequences/NN/predictions/*.label go.")],
     model: Annotated[
-        Path | None, typer.Option("--model", "-m", help="ONNX model, or lite/lite_int8/nano (shipped; default lite).")
+        Path | None,
+        typer.Option("--model", "-m", help="ONNX model, or lite/lite_int8/nano (shipped; default lite)."),
     ] = None,
     provider: Annotated[str, typer.Option(help="auto, tensorrt, cuda or cpu.")] = "auto",
 ) -> None:
@@ -753,7 +759,8 @@ def label_bag_command(
         str, typer.Option("--odom-topic", help="nav_msgs/Odometry topic for --pose-source odometry.")
     ] = "/odom",
     model: Annotated[
-        Path | None, typer.Option("--model", "-m", help="ONNX model, or lite/lite_int8/nano (shipped; default lite).")
+        Path | None,
+        typer.Option("--model", "-m", help="ONNX model, or lite/lite_int8/nano (shipped; default lite)."),
     ] = None,
     provider: Annotated[str, typer.Option(help="auto, tensorrt, cuda or cpu.")] = "auto",
     keep_original: Annotated[
@@ -874,7 +881,8 @@ def demo(
         Path, typer.Option("--out", "-o", help="Folder for the demo's files (replaced on the next run).")
     ] = Path("kdmos_demo"),
     model: Annotated[
-        Path | None, typer.Option("--model", "-m", help="ONNX model, or lite/lite_int8/nano (shipped; default lite).")
+        Path | None,
+        typer.Option("--model", "-m", help="ONNX model, or lite/lite_int8/nano (shipped; default lite)."),
     ] = None,
     scans: Annotated[int, typer.Option("--scans", "-n", min=12, help="Length of the simulated drive.")] = 80,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Town and traffic of the drive.")] = 3000,

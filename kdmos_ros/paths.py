@@ -38,7 +38,7 @@ SHIPPED_MODELS = ("lite", "lite_int8", "nano")
 
 
 def model_path(name_or_path: str | Path | None) -> Path:
-    """An ONNX file from a path, a shipped model's name (``lite``, ``lite_int8``, ``nano``), or None (the shipped lite)."""
+    """An ONNX file from a path, a shipped model's name (:data:`SHIPPED_MODELS`), or None (lite)."""
     text = "lite" if name_or_path is None or str(name_or_path) == "" else str(name_or_path)
     if text in SHIPPED_MODELS:
         relative = Path("models") / f"kdmos_{text}.onnx"

@@ -72,7 +72,9 @@ def calibration_inputs(
                 raise KdmosError(
                     f"sequence {name} has {len(sequence)} scans: calibration needs more than {warm_up}"
                 )
-            picks = set(np.linspace(warm_up, len(sequence) - 1, scans_per_sequence).round().astype(int).tolist())
+            picks = set(
+                np.linspace(warm_up, len(sequence) - 1, scans_per_sequence).round().astype(int).tolist()
+            )
             segmenter.reset()
             segmenter.set_mounting(None)
             for position, (frame, pose, stamp) in enumerate(

@@ -13,7 +13,7 @@ from kdmos_ros.cli import main
 from kdmos_ros.errors import KdmosError
 from kdmos_ros.io.semantickitti import open_sequence
 from kdmos_ros.paths import model_path
-from kdmos_ros.pipeline.contract import METADATA_KEY, ModelContract
+from kdmos_ros.pipeline.contract import ModelContract
 from kdmos_ros.pipeline.segmenter import MotionSegmenter
 from kdmos_ros.quantize import calibration_inputs, quantize_model
 
@@ -44,7 +44,9 @@ def test_every_convolution_reads_int8_weights(int8_lite: Path) -> None:
         assert stored.data_type == onnx.TensorProto.INT8
     # The point MLP stays float (QUANTIZED_OPS).
     gemm_inputs = {name for node in graph.node if node.op_type == "Gemm" for name in node.input}
-    assert not any(producers.get(name) and producers[name].op_type == "DequantizeLinear" for name in gemm_inputs)
+    assert not any(
+        producers.get(name) and producers[name].op_type == "DequantizeLinear" for name in gemm_inputs
+    )
 
 
 def test_the_contract_is_kept_and_says_how_it_was_quantised(int8_lite: Path, kitti00_root: Path) -> None:

@@ -99,8 +99,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "model_path",
         "",
         "ONNX model exported by `kdmos export` (its contract is embedded), or a shipped model by name: "
-        "lite (share/kdmos_ros/models/kdmos_lite.onnx, also when empty), lite_int8 (its int8 copy, faster on CPUs) "
-        "or nano (for small CPUs).",
+        "lite (share/kdmos_ros/models/kdmos_lite.onnx, also when empty), lite_int8 (its int8 copy, "
+        "faster on CPUs) or nano (for small CPUs).",
     ),
     ParamSpec(
         "provider",
