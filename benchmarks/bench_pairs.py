@@ -32,7 +32,7 @@ def parse_run(text: str) -> tuple[str, Path, str]:
     if not name or not checkout or not model:
         raise argparse.ArgumentTypeError(f"expected NAME=CHECKOUT:MODEL, got {text!r}")
     path = Path(checkout).resolve()
-    if not (path / "kdmos_ros" / "cli.py").is_file():
+    if not (path / "kdmos_ros" / "__init__.py").is_file():
         raise argparse.ArgumentTypeError(f"{path} is not a kdmos_ros checkout")
     return name, path, model
 

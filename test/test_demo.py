@@ -136,7 +136,7 @@ def test_shipped_model_finds_the_moving_objects(tmp_path: Path) -> None:
 def test_cli_defaults_are_the_demo_drive() -> None:
     import inspect
 
-    from kdmos_ros.cli import demo
+    from kdmos_ros.cli.run import demo
     from kdmos_ros.demo import DEMO_SCANS, DEMO_SEED
 
     defaults = {name: p.default for name, p in inspect.signature(demo).parameters.items()}

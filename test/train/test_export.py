@@ -221,10 +221,10 @@ def test_cli_export_mistakes_are_one_line_errors(
 def test_cli_export_without_torch_names_the_install_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import kdmos_ros.cli
+    from kdmos_ros.cli import common
 
-    real = kdmos_ros.cli.util.find_spec
-    monkeypatch.setattr(kdmos_ros.cli.util, "find_spec", lambda name: None if name == "torch" else real(name))
+    real = common.util.find_spec
+    monkeypatch.setattr(common.util, "find_spec", lambda name: None if name == "torch" else real(name))
     assert main(["export", "--out", str(tmp_path / "x.onnx")]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "pip install torch==2.13.0 -e '.[train]'" in lines[0]

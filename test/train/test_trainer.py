@@ -376,10 +376,10 @@ def test_cli_errors_are_one_line(root: Path, tmp_path: Path, capsys: pytest.Capt
 def test_cli_without_torch_names_the_install(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from kdmos_ros import cli
+    from kdmos_ros.cli import common
 
-    real = cli.util.find_spec
-    monkeypatch.setattr(cli.util, "find_spec", lambda name: None if name == "torch" else real(name))
+    real = common.util.find_spec
+    monkeypatch.setattr(common.util, "find_spec", lambda name: None if name == "torch" else real(name))
     assert main(["train", "student", "recipe.yaml"]) == 1
     assert "pip install torch==2.13.0 -e '.[train]'" in capsys.readouterr().err
 
