@@ -1,0 +1,147 @@
+"""Where does a student disagree with its teacher? Both models label the same labelled drives.
+
+    python benchmarks/disagreement.py --teacher models/kdmos_lite.onnx --student NANO.onnx \
+        --data data/sim --sequences 50,51,52,53,54,55,56
+
+Both models stream every scan through the node's pipeline (each with its own window and mounting
+estimate, at its own calibrated threshold). Points labelled by both and not ignored by the ground
+truth are counted per sensor and mounting:
+
+- truly moving points: found by both, by the teacher only, by the student only, by neither;
+- truly static points labelled moving (false positives) by the teacher and by the student;
+- the recall of both on truly moving points by range from the sensor (0-10, 10-20, 20-35, 35-50 m)
+  and by class (SemanticKITTI's moving-car, moving-person, ...).
+
+Issue 23 asks for this where distillation did not pay: it says which points the student fails to
+take from the teacher. The machine does not matter here (no timing).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+
+from kdmos_ros.evaluate import sensor_label
+from kdmos_ros.io.semantickitti import MOS_MOVING, MOS_STATIC, mos_labels, open_sequence
+from kdmos_ros.pipeline.segmenter import LABEL_MOVING, LABEL_UNKNOWN, MotionSegmenter
+
+RANGE_EDGES = (0.0, 10.0, 20.0, 35.0, 50.2)
+#: SemanticKITTI's moving classes (semantic-kitti.yaml).
+MOVING_CLASSES = {
+    252: "car",
+    253: "bicyclist",
+    254: "person",
+    255: "motorcyclist",
+    256: "on-rails",
+    257: "bus",
+    258: "truck",
+    259: "other-vehicle",
+}
+COUNTS = ("moving", "both", "teacher only", "student only", "neither", "static", "teacher FP", "student FP")
+
+
+def compare(
+    teacher: Path, student: Path, root: Path, sequences: list[str]
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per sensor: ``counts`` (COUNTS order) and per range bin ``range_moving``, ``range_teacher``,
+    ``range_student`` (truly moving points, and those each model found)."""
+    table: dict[str, dict[str, np.ndarray]] = defaultdict(
+        lambda: {
+            "counts": np.zeros(len(COUNTS), np.int64),
+            "range_moving": np.zeros(len(RANGE_EDGES) - 1, np.int64),
+            "range_teacher": np.zeros(len(RANGE_EDGES) - 1, np.int64),
+            "range_student": np.zeros(len(RANGE_EDGES) - 1, np.int64),
+            "class_moving": np.zeros(260, np.int64),
+            "class_teacher": np.zeros(260, np.int64),
+            "class_student": np.zeros(260, np.int64),
+        }
+    )
+    for name in sequences:
+        sequence = open_sequence(root, name)
+        models = [
+            MotionSegmenter.from_path(path, provider="cpu", log=lambda _: None) for path in (teacher, student)
+        ]
+        row = table[sensor_label(sequence.sensor)]
+        for frame, pose, stamp in zip(sequence.frames, sequence.poses, sequence.times, strict=True):
+            scan = sequence.read_scan(frame)
+            by_teacher, by_student = (m.process(scan, pose, float(stamp)).labels for m in models)
+            semantic = sequence.read_labels(frame)[0]
+            truth = mos_labels(semantic)
+            scored = (by_teacher != LABEL_UNKNOWN) & (by_student != LABEL_UNKNOWN)
+            moving, static = scored & (truth == MOS_MOVING), scored & (truth == MOS_STATIC)
+            t_hit, s_hit = by_teacher == LABEL_MOVING, by_student == LABEL_MOVING
+            row["counts"] += [
+                moving.sum(),
+                (moving & t_hit & s_hit).sum(),
+                (moving & t_hit & ~s_hit).sum(),
+                (moving & ~t_hit & s_hit).sum(),
+                (moving & ~t_hit & ~s_hit).sum(),
+                static.sum(),
+                (static & t_hit).sum(),
+                (static & s_hit).sum(),
+            ]
+            distance = np.hypot(scan[:, 0], scan[:, 1])
+            bins = np.digitize(distance, RANGE_EDGES) - 1
+            for key, mask in (
+                ("range_moving", moving),
+                ("range_teacher", moving & t_hit),
+                ("range_student", moving & s_hit),
+            ):
+                valid = mask & (bins >= 0) & (bins < len(RANGE_EDGES) - 1)
+                row[key] += np.bincount(bins[valid], minlength=len(RANGE_EDGES) - 1)
+            for key, mask in (
+                ("class_moving", moving),
+                ("class_teacher", moving & t_hit),
+                ("class_student", moving & s_hit),
+            ):
+                row[key] += np.bincount(np.minimum(semantic[mask], 259), minlength=260)
+    return dict(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--teacher", type=Path, required=True, help="ONNX model taken as the teacher")
+    parser.add_argument("--student", type=Path, required=True, help="ONNX model taken as the student")
+    parser.add_argument("--data", type=Path, default=Path("data/sim"), help="labelled dataset root")
+    parser.add_argument("--sequences", default="50,51,52,53,54,55,56")
+    args = parser.parse_args()
+    table = compare(args.teacher, args.student, args.data, args.sequences.split(","))
+    print(f"teacher {args.teacher}, student {args.student}, sequences {args.sequences}")
+    print("truly moving points (% of them): found by both / teacher only / student only / neither;")
+    print("static points labelled moving (% of static): teacher / student")
+    for sensor, row in table.items():
+        c = row["counts"]
+        share = 100.0 * c[1:5] / max(c[0], 1)
+        fp = 100.0 * c[6:8] / max(c[5], 1)
+        print(
+            f"{sensor:28s} both {share[0]:5.1f}  teacher only {share[1]:5.1f}  student only {share[2]:5.1f}  "
+            f"neither {share[3]:5.1f}   FP teacher {fp[0]:.2f}  student {fp[1]:.2f}"
+        )
+    print("recall on truly moving points by range (teacher / student, %):")
+    labels = [f"{a:g}-{b:g} m" for a, b in pairwise(RANGE_EDGES)]
+    print(f"{'':28s} " + "  ".join(f"{label:>15s}" for label in labels))
+    for sensor, row in table.items():
+        cells = []
+        for k in range(len(labels)):
+            n = max(row["range_moving"][k], 1)
+            cells.append(
+                f"{100 * row['range_teacher'][k] / n:6.1f} / {100 * row['range_student'][k] / n:5.1f}"
+            )
+        print(f"{sensor:28s} " + "  ".join(f"{cell:>15s}" for cell in cells))
+    print("recall on truly moving points by class (teacher / student, %; points):")
+    for sensor, row in table.items():
+        cells = [
+            f"{name} {100 * row['class_teacher'][k] / row['class_moving'][k]:.1f} / "
+            f"{100 * row['class_student'][k] / row['class_moving'][k]:.1f} ({row['class_moving'][k]:,})"
+            for k, name in MOVING_CLASSES.items()
+            if row["class_moving"][k]
+        ]
+        print(f"{sensor:28s} " + "; ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
