@@ -1,8 +1,8 @@
 """Static int8 quantisation of an exported model, calibrated on drives (``kdmos quantize``).
 
 On a CPU the network is most of a scan's time; ONNX Runtime's int8 convolution kernels cut lite's
-inference by about a tenth on the 2-core machine (docs/performance.md, "Stage work"). The quantised model is a
-QDQ graph: weights int8 per output channel, activations uint8 with ranges from MinMax calibration
+inference by about a tenth on the 2-core machine (docs/performance.md, "Stage work"). The quantised
+model is a QDQ graph: weights int8 per output channel, activations uint8 with ranges from MinMax calibration
 (ONNX Runtime's static quantisation, onnxruntime.ai "Quantize ONNX models"). Only the convolutions
 are quantised: the point MLP's Gemms moved lite's logits by up to 14 (against 2 for the convolutions)
 and ran no faster. The calibration inputs are the model's own inputs, built scan by scan through
@@ -14,13 +14,14 @@ Calibrate on training drives, not on the validation drives (the threshold's) or 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kdmos_ros.errors import KdmosError
+from kdmos_ros.evaluate import label_sequence
 from kdmos_ros.io.semantickitti import open_sequence
 from kdmos_ros.pipeline.contract import (
     INPUT_MOTION_BEV,
@@ -29,7 +30,7 @@ from kdmos_ros.pipeline.contract import (
     METADATA_KEY,
     ModelContract,
 )
-from kdmos_ros.pipeline.segmenter import MotionSegmenter
+from kdmos_ros.pipeline.segmenter import MotionSegmenter, SegmentationResult
 
 #: Operators quantised (see the module docstring for why not Gemm).
 QUANTIZED_OPS = ("Conv",)
@@ -44,27 +45,20 @@ def calibration_inputs(
 ) -> list[dict[str, np.ndarray]]:
     """Network inputs of ``scans_per_sequence`` scans of each sequence, spread over the drive.
 
-    Each sequence streams through ``segmenter`` from its start (mounting estimated, as the node
-    does), and only scans with every past scan the motion offsets reach are picked: the first scans
-    of a drive have empty motion channels, which would narrow their ranges.
+    Each sequence streams through ``segmenter`` as ``kdmos eval`` streams it (mounting estimated,
+    as the node does), and only scans with every past scan the motion offsets reach are picked: the
+    first scans of a drive have empty motion channels, which would narrow their ranges.
     """
     captured: list[dict[str, np.ndarray]] = []
-    keep = False
+    latest: dict[str, np.ndarray] = {}
     original = segmenter.runner.run
 
-    def capture(features: np.ndarray, cells: np.ndarray, motion: np.ndarray) -> np.ndarray:
-        if keep:
-            captured.append(
-                {
-                    INPUT_POINT_FEATURES: features.copy(),
-                    INPUT_POINT_CELLS: cells.copy(),
-                    INPUT_MOTION_BEV: motion.copy(),
-                }
-            )
+    def remember(features: np.ndarray, cells: np.ndarray, motion: np.ndarray) -> np.ndarray:
+        latest.update({INPUT_POINT_FEATURES: features, INPUT_POINT_CELLS: cells, INPUT_MOTION_BEV: motion})
         return original(features, cells, motion)
 
     warm_up = max(segmenter.contract.motion.offsets)
-    segmenter.runner.run = capture  # type: ignore[method-assign]
+    segmenter.runner.run = remember  # type: ignore[method-assign]
     try:
         for name in sequences:
             sequence = open_sequence(root, name)
@@ -72,33 +66,18 @@ def calibration_inputs(
                 raise KdmosError(
                     f"sequence {name} has {len(sequence)} scans: calibration needs more than {warm_up}"
                 )
-            picks = set(
-                np.linspace(warm_up, len(sequence) - 1, scans_per_sequence).round().astype(int).tolist()
-            )
-            segmenter.reset()
-            segmenter.set_mounting(None)
-            for position, (frame, pose, stamp) in enumerate(
-                zip(sequence.frames, sequence.poses, sequence.times, strict=True)
-            ):
-                if position > max(picks):
-                    break
-                keep = position in picks
-                segmenter.process(sequence.read_scan(frame), pose, float(stamp))
-                if progress is not None:
-                    progress(1)
+            positions = np.linspace(warm_up, len(sequence) - 1, scans_per_sequence).round().astype(int)
+            picked = {sequence.frames[p] for p in positions.tolist()}
+
+            def keep(frame: int, _result: SegmentationResult, picked: set[int] = picked) -> None:
+                if frame in picked and latest:
+                    captured.append({key: value.copy() for key, value in latest.items()})
+                latest.clear()
+
+            label_sequence(segmenter, sequence, keep, progress)
     finally:
         segmenter.runner.run = original  # type: ignore[method-assign]
     return captured
-
-
-class _Feeds:
-    """onnxruntime's CalibrationDataReader protocol over a list of feeds."""
-
-    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
-        self._feeds: Iterator[dict[str, np.ndarray]] = iter(feeds)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._feeds, None)
 
 
 def quantize_model(
@@ -131,8 +110,12 @@ def quantize_model(
     if "quantization" in contract.training:
         raise KdmosError(f"{source} is quantised already; quantise the float model it came from")
 
-    class Reader(_Feeds, CalibrationDataReader):
-        pass
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._feeds = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._feeds, None)
 
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
@@ -143,7 +126,7 @@ def quantize_model(
         quantize_static(
             str(prepared),
             str(quantized),
-            Reader(feeds),
+            Reader(),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTIZED_OPS),
             activation_type=QuantType.QUInt8,
