@@ -1,12 +1,13 @@
 """Static int8 quantisation of an exported model, calibrated on drives (``kdmos quantize``).
 
 On a CPU the network is most of a scan's time; ONNX Runtime's int8 convolution kernels cut lite's
-inference by about a tenth on the 2-core machine (docs/performance.md, "Stage work"). The quantised
-model is a QDQ graph: weights int8 per output channel, activations uint8 with ranges from MinMax calibration
-(ONNX Runtime's static quantisation, onnxruntime.ai "Quantize ONNX models"). Only the convolutions
-are quantised: the point MLP's Gemms moved lite's logits by up to 14 (against 2 for the convolutions)
-and ran no faster. The calibration inputs are the model's own inputs, built scan by scan through
-the node's pipeline, so ranges come from the features the node will feed it.
+inference by about a tenth on the 2-core machine (docs/performance.md, "Stage work"). The
+quantised model is a QDQ graph: weights int8 per output channel, activations uint8 with ranges from
+MinMax calibration (ONNX Runtime's static quantisation, onnxruntime.ai "Quantize ONNX models").
+Only the convolutions are quantised: the point MLP's Gemms moved lite's logits by up to 14
+(against 2 for the convolutions) and ran no faster. The calibration inputs are the model's own
+inputs, built scan by scan through the node's pipeline, so ranges come from the features the node
+will feed it.
 
 Calibrate on training drives, not on the validation drives (the threshold's) or the test drives.
 """
