@@ -117,7 +117,8 @@ def train_dump_logits(
         typer.Option(
             "--checkpoint",
             "-c",
-            help="Trained teacher checkpoint, or a student (e.g. non-causal) as the teacher.",
+            help="Trained teacher checkpoint, a student (e.g. non-causal) as the teacher, or an exported "
+            "model (.onnx: logits only, for logit distillation).",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for NN/XXXXXX.npy files and index.json.")],

@@ -70,70 +70,95 @@ def spread_rows(
     return out
 
 
-def polar(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ρ, φ, z) of LiDAR-frame points: horizontal range, azimuth in [−π, π], height."""
-    x, y = xyz[:, 0], xyz[:, 1]
-    return np.hypot(x, y), np.arctan2(y, x), xyz[:, 2]
+def columns(xyz: np.ndarray, matrix: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x, y, z of (M, 3+) points as three contiguous float32 arrays, moved by ``matrix`` (4 × 4) if given.
+
+    Every per-point step after this reads one coordinate at a time: contiguous columns make each of
+    those passes a plain vector loop instead of a stride-3 or stride-4 walk (point_inputs and the
+    height maps took 40 % less time on a KITTI scan, docs/performance.md). Written out per axis
+    rather than as ``xyz @ R.T``: that matmul goes to OpenBLAS, whose threads keep spinning after
+    the call and took the cores from ONNX Runtime's thread pool (inference 41 → 83 ms median on the
+    2-core machine, `kdmos bench`).
+    """
+    x, y, z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    if matrix is None:
+        return np.ascontiguousarray(x), np.ascontiguousarray(y), np.ascontiguousarray(z)
+    rotation = matrix[:3, :3].astype(np.float32)
+    translation = matrix[:3, 3].astype(np.float32)
+    moved = []
+    for axis in range(3):
+        r = rotation[axis]
+        out = x * r[0]
+        out += y * r[1]
+        out += z * r[2]
+        out += translation[axis]
+        moved.append(out)
+    return moved[0], moved[1], moved[2]
 
 
-def scaled(grid: PolarGrid, rho: np.ndarray, phi: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Polar coordinates in units of cells from the grid's lower corner (float32): floor gives the cell.
+def transform(xyz: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Apply a 4 × 4 transform to (M, 3) points, in float32 (as :func:`columns`, stacked)."""
+    out = np.empty((len(xyz), 3), dtype=np.float32)
+    for axis, values in enumerate(columns(xyz, matrix)):
+        out[:, axis] = values
+    return out
+
+
+def _scale(values: np.ndarray, low: float, size: float) -> np.ndarray:
+    """``values`` in units of cells from ``low`` (float32): floor gives the cell.
 
     Every binning in this module goes through here, so the appearance features and the height maps
     can never disagree about which cell a point is in.
     """
-    size = grid.cell_size
-    return (
-        (rho - np.float32(grid.rho_min)) * np.float32(1.0 / size[0]),
-        (phi - np.float32(grid.phi_min)) * np.float32(1.0 / size[1]),
-        (z - np.float32(grid.z_min)) * np.float32(1.0 / size[2]),
-    )
+    out = values - np.float32(low)
+    out *= np.float32(1.0 / size)
+    return out
+
+
+def _cell(scaled: np.ndarray, count: int) -> np.ndarray:
+    """Cell index (float32) of scaled coordinates, clipped into [0, count − 1] like MotionBEV's."""
+    out = np.floor(scaled)
+    np.clip(out, 0, count - 1, out=out)
+    return out
 
 
 def point_inputs(
-    grid: PolarGrid, points: np.ndarray, intensity: str = "none"
+    grid: PolarGrid, points: np.ndarray, intensity: str = "none", to_canonical: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(valid (N,), features (M, 9) float32, cells (M, 3) int64) of an (N, 4) float32 scan.
 
-    Valid points are finite and inside the grid's range [ρ_min, ρ_max): the grid cannot place the
-    others. Azimuth and height are clipped into the border cells, as MotionBEV does, so a roof above
-    z_max still gets a label. Features are the offsets from the cell centre, ρ, φ, z, x, y and
-    the intensity (``intensity``: see :func:`intensity_feature`), for the valid points in input order.
+    The scan is first moved by ``to_canonical`` (4 × 4) when given. Valid points are finite and
+    inside the grid's range [ρ_min, ρ_max): the grid cannot place the others. Azimuth and height
+    are clipped into the border cells, as MotionBEV does, so a roof above z_max still gets a label.
+    Features are the offsets from the cell centre, ρ, φ, z, x, y and the intensity (``intensity``:
+    see :func:`intensity_feature`), for the valid points in input order.
     """
-    finite = finite_rows(points)
-    all_finite = bool(finite.all())
-    kept = points if all_finite else points[finite]
-    rho = np.hypot(kept[:, 0], kept[:, 1])
-    u_rho = (rho - np.float32(grid.rho_min)) * np.float32(1.0 / grid.cell_size[0])
-    inside = (u_rho >= 0) & (u_rho < grid.n_rho)
-    if all_finite:
-        valid = inside
-    else:
-        valid = np.zeros(len(points), dtype=bool)
-        valid[finite] = inside
-    if not inside.all():
-        kept, rho = kept[inside], rho[inside]
-    x, y, z = kept[:, 0], kept[:, 1], kept[:, 2]
+    x, y, z = columns(points, to_canonical)
+    rho = np.hypot(x, y)
+    u_rho = _scale(rho, grid.rho_min, grid.cell_size[0])
+    valid = np.isfinite(x + y + z) & (u_rho >= 0) & (u_rho < grid.n_rho)
+    values = points[:, 3]
+    if not valid.all():
+        x, y, z, rho, u_rho, values = (a[valid] for a in (x, y, z, rho, u_rho, values))
     phi = np.arctan2(y, x)
-    u_rho, u_phi, u_z = scaled(grid, rho, phi, z)
+    u_phi = _scale(phi, grid.phi_min, grid.cell_size[1])
+    u_z = _scale(z, grid.z_min, grid.cell_size[2])
     f_rho = np.floor(u_rho)
-    f_phi = np.clip(np.floor(u_phi), 0, grid.n_phi - 1)
-    f_z = np.clip(np.floor(u_z), 0, grid.n_z - 1)
-    cells = np.empty((len(kept), 3), dtype=np.int64)
-    cells[:, 0] = f_rho
-    cells[:, 1] = f_phi
-    cells[:, 2] = f_z
-    size = grid.cell_size.astype(np.float32)
-    features = np.empty((len(kept), 9), dtype=np.float32)
-    features[:, 0] = (u_rho - f_rho - np.float32(0.5)) * size[0]
-    features[:, 1] = (u_phi - f_phi - np.float32(0.5)) * size[1]
-    features[:, 2] = (u_z - f_z - np.float32(0.5)) * size[2]
-    features[:, 3] = rho
-    features[:, 4] = phi
-    features[:, 5] = z
-    features[:, 6] = x
-    features[:, 7] = y
-    features[:, 8] = intensity_feature(kept[:, 3], intensity)
+    f_phi = _cell(u_phi, grid.n_phi)
+    f_z = _cell(u_z, grid.n_z)
+    cells = np.empty((len(x), 3), dtype=np.int64)
+    features = np.empty((len(x), 9), dtype=np.float32)
+    offsets = ((u_rho, f_rho), (u_phi, f_phi), (u_z, f_z))
+    for axis, ((scaled, cell), size) in enumerate(zip(offsets, grid.cell_size, strict=True)):
+        cells[:, axis] = cell
+        # In place: the scaled coordinates are not needed after this.
+        np.subtract(scaled, cell, out=scaled)
+        np.subtract(scaled, np.float32(0.5), out=scaled)
+        np.multiply(scaled, np.float32(size), out=scaled)
+        features[:, axis] = scaled
+    for axis, values_ in enumerate((rho, phi, z, x, y), start=3):
+        features[:, axis] = values_
+    features[:, 8] = intensity_feature(values, intensity)
     return valid, features, cells
 
 
@@ -156,23 +181,29 @@ def intensity_feature(values: np.ndarray, mode: str) -> np.ndarray:
 _GROUND_Z = np.float32(-CANONICAL_SENSOR_HEIGHT)
 
 
-def height_map(grid: PolarGrid, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def height_map(
+    grid: PolarGrid, xyz: np.ndarray, matrix: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Height H = max z − min(min z, ground) per (ρ, φ) cell, and which cells the scan could see.
 
-    MotionBEV's H = max z − min z needs two points on an object, one low: a sparse sensor's single
-    beam on a car 20 m away gives H = 0. Measuring down to the canonical ground
-    (z = −1.73 m, pipeline/canonical.py) when the cell has no point below it makes H the height
-    above the ground, which one beam suffices for. Only points inside the grid's range and height
-    bounds count (MotionBEV's projection does the same). A cell is seen when the scan has a point
-    at that azimuth at or beyond the cell's range: a beam got there, so an empty cell there is
-    truly empty. This is the BEV visibility test of
-    MotionBEV's occlusion mask (cells beyond the farthest return of an azimuth are unknown).
+    ``xyz`` (M, 3) is first moved by ``matrix`` (4 × 4) when given. MotionBEV's H = max z − min z
+    needs two points on an object, one low: a sparse sensor's single beam on a car 20 m away gives
+    H = 0. Measuring down to the canonical ground (z = −1.73 m, pipeline/canonical.py) when the cell
+    has no point below it makes H the height above the ground, which one beam suffices for. Only
+    points inside the grid's range and height bounds count (MotionBEV's projection does the same). A
+    cell is seen when the scan has a point at that azimuth at or beyond the cell's range: a beam got
+    there, so an empty cell there is truly empty. This is the BEV visibility test of MotionBEV's
+    occlusion mask (cells beyond the farthest return of an azimuth are unknown).
     """
-    u_rho, u_phi, u_z = scaled(grid, *polar(xyz))
+    x, y, z = columns(xyz, matrix)
+    u_rho = _scale(np.hypot(x, y), grid.rho_min, grid.cell_size[0])
+    u_z = _scale(z, grid.z_min, grid.cell_size[2])
     keep = (u_rho >= 0) & (u_rho < grid.n_rho) & (u_z >= 0) & (u_z < grid.n_z)
     ri = u_rho[keep].astype(np.int64)  # non-negative: truncation is floor
-    pi = np.clip(np.floor(u_phi[keep]), 0, grid.n_phi - 1).astype(np.int64)
-    zk = xyz[keep, 2]
+    # The azimuth only of the points kept: arctan2 is the dearest step per point.
+    u_phi = _scale(np.arctan2(y[keep], x[keep]), grid.phi_min, grid.cell_size[1])
+    pi = _cell(u_phi, grid.n_phi).astype(np.int64)
+    zk = z[keep]
     flat = ri * grid.n_phi + pi
     n_cells = grid.n_rho * grid.n_phi
     top = np.full(n_cells, -np.inf, dtype=np.float32)
@@ -198,23 +229,6 @@ def residuals(motion: MotionConfig, new: np.ndarray, old: np.ndarray, old_seen: 
     return np.where(keep, new - old, np.float32(0.0)).astype(np.float32, copy=False)
 
 
-def transform(xyz: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """Apply a 4 × 4 transform to (M, 3) points, in float32.
-
-    Written out per axis rather than as ``xyz @ R.T``: that matmul goes to OpenBLAS, whose threads
-    keep spinning after the call and took the cores from ONNX Runtime's thread pool (inference
-    41 → 83 ms median on the 2-core machine, `kdmos bench`).
-    """
-    rotation = matrix[:3, :3].astype(np.float32)
-    translation = matrix[:3, 3].astype(np.float32)
-    x, y, z = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-    out = np.empty((len(xyz), 3), dtype=np.float32)
-    for axis in range(3):
-        r = rotation[axis]
-        out[:, axis] = x * r[0] + y * r[1] + z * r[2] + translation[axis]
-    return out
-
-
 def motion_bev(
     grid: PolarGrid, motion: MotionConfig, window: ScanWindow, to_canonical: np.ndarray | None = None
 ) -> tuple[np.ndarray, tuple[bool, ...]]:
@@ -230,9 +244,7 @@ def motion_bev(
     if current is None:
         return out, tuple(False for _ in motion.offsets)
     frame = np.eye(4) if to_canonical is None else to_canonical
-    new_height, new_seen = height_map(
-        grid, current.points if to_canonical is None else transform(current.points, frame)
-    )
+    new_height, new_seen = height_map(grid, current.points, to_canonical)
     to_current = frame @ np.linalg.inv(current.pose)
     available = []
     for k, offset in enumerate(motion.offsets):
@@ -240,20 +252,10 @@ def motion_bev(
         available.append(past is not None)
         if past is None:
             continue
-        old_height, old_seen = height_map(grid, transform(past.points, to_current @ past.pose))
+        old_height, old_seen = height_map(grid, past.points, to_current @ past.pose)
         out[2 * k] = residuals(motion, new_height, old_height, old_seen)
         out[2 * k + 1] = residuals(motion, old_height, new_height, new_seen)
     return out, tuple(available)
-
-
-def canonical_points(points: np.ndarray, to_canonical: np.ndarray | None) -> np.ndarray:
-    """(N, 4) scan with x, y, z moved by ``to_canonical`` (the scan itself when None)."""
-    if to_canonical is None:
-        return points
-    moved = np.empty_like(points)
-    moved[:, :3] = transform(points[:, :3], to_canonical)
-    moved[:, 3:] = points[:, 3:]
-    return moved
 
 
 def compute_features(
@@ -276,11 +278,32 @@ def compute_features(
     of ``points`` when the caller has it already (the window's thinning sorts the same cubes).
     """
     bev, available = motion_bev(grid, motion, window, to_canonical)
+    return assemble(appearance_inputs(grid, motion, points, to_canonical, options, voxels), bev, available)
+
+
+#: (valid, point_features, point_cells, source) of one scan: the per-point half of ScanFeatures.
+PointInputs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]
+
+
+def appearance_inputs(
+    grid: PolarGrid,
+    motion: MotionConfig,
+    points: np.ndarray,
+    to_canonical: np.ndarray | None,
+    options: InputOptions,
+    voxels: tuple[np.ndarray, np.ndarray] | None = None,
+) -> PointInputs:
+    """The per-point half of :func:`compute_features`: it needs neither the window nor the motion
+    channels, so the node computes it beside them (pipeline/segmenter.py)."""
     if options.points == "all":
-        valid, features, cells = point_inputs(grid, canonical_points(points, to_canonical), options.intensity)
-        source = None
-    else:
-        valid, features, cells, source = _voxel_inputs(grid, points, to_canonical, options, motion, voxels)
+        valid, features, cells = point_inputs(grid, points, options.intensity, to_canonical)
+        return valid, features, cells, None
+    return _voxel_inputs(grid, points, to_canonical, options, motion, voxels)
+
+
+def assemble(inputs: PointInputs, bev: np.ndarray, available: tuple[bool, ...]) -> ScanFeatures:
+    """ScanFeatures from :func:`appearance_inputs` and :func:`motion_bev`'s results."""
+    valid, features, cells, source = inputs
     return ScanFeatures(
         valid=valid,
         point_features=features,
@@ -309,9 +332,7 @@ def _voxel_inputs(
         voxels = voxel_groups(points[finite, :3], motion.voxel_size)
     first, inverse = voxels
     representatives = finite[first]
-    inside, features, cells = point_inputs(
-        grid, canonical_points(points[representatives], to_canonical), options.intensity
-    )
+    inside, features, cells = point_inputs(grid, points[representatives], options.intensity, to_canonical)
     row = np.where(inside, np.cumsum(inside) - 1, -1)  # each cube's network row, −1 outside the grid
     source = np.full(len(points), -1, dtype=np.int64)
     source[finite] = row[inverse]

@@ -10,7 +10,9 @@ Layout under the output folder::
 
 The teacher is a teacher checkpoint, or a student checkpoint: typically a non-causal one (``future:
 true``), which knows the next scans that the causal student cannot see. A student's features are its
-``point_embeddings`` and its NaN rows also cover the points outside its grid.
+``point_embeddings`` and its NaN rows also cover the points outside its grid. An exported student
+(``.onnx``, e.g. a shipped model) can teach too, through the node's own runner: it gives logits only,
+so it serves logit distillation but not relation distillation.
 
 Files are keyed by sequence and frame id (never by list position). A file has one row per point of
 the scan file, in its order; rows of non-finite points (which the teacher never sees) are NaN, so
@@ -140,6 +142,45 @@ def _dump_student(
     }
 
 
+def _dump_onnx(
+    config: TrainConfig,
+    model_path: str | Path,
+    out_dir: Path,
+    progress: Callable[[int], None] | None,
+) -> dict[str, Any]:
+    """An exported student as the teacher: the features its contract names, its logits per point."""
+    from kdmos_ros.pipeline.runner import ModelRunner
+
+    runner = ModelRunner(model_path)
+    contract = runner.contract
+    dataset = MosDataset(config.data.root, config.data.train_sequences, contract)
+    frames: dict[str, list[int]] = {name: [] for name in config.data.train_sequences}
+    loader = DataLoader(dataset, batch_size=None, num_workers=config.data.num_workers, collate_fn=_unchanged)
+    for sample in loader:
+        logits = runner.run(sample.point_features, sample.point_cells, sample.motion_bev[np.newaxis])
+        if sample.source is None:
+            rows, per_point = sample.valid, logits
+        else:  # voxel inputs: every point of a cube takes its cube's logits
+            rows = sample.source >= 0
+            per_point = logits[sample.source[rows]]
+        _write_scan(
+            out_dir, sample.sequence, sample.frame, rows, torch.from_numpy(per_point), torch.empty(0), 0
+        )
+        frames[sample.sequence].append(sample.frame)
+        if progress is not None:
+            progress(1)
+    return {
+        "classes": list(contract.classes),
+        "teacher_kind": "onnx",
+        "teacher": {"preset": contract.preset, "grid": contract.grid.model_dump(mode="json")},
+        "teacher_epoch": None,
+        "num_scans": None,
+        "max_points": None,
+        "feature_dim": None,
+        "frames": frames,
+    }
+
+
 @torch.no_grad()
 def _dump_teacher(
     config: TrainConfig,
@@ -201,15 +242,20 @@ def dump_teacher_logits(
 ) -> Path:
     """Run the teacher (eval, no augmentation) on every training scan of ``config``; returns index.json.
 
-    ``checkpoint`` is a teacher, or a student (e.g. a non-causal one) acting as the teacher.
+    ``checkpoint`` is a teacher, or a student (e.g. a non-causal one) acting as the teacher, or an
+    exported student (``.onnx``: logits only, so no features are stored whatever ``feature_points``).
     """
     out_dir = Path(out_dir)
-    dump = (
-        _dump_teacher
-        if checkpoint_kind(checkpoint, (TEACHER_KIND, STUDENT_KIND)) == TEACHER_KIND
-        else _dump_student
-    )
-    entries = dump(config, checkpoint, out_dir, device, progress, feature_points)
+    if Path(checkpoint).suffix == ".onnx":
+        feature_points = 0
+        entries = _dump_onnx(config, checkpoint, out_dir, progress)
+    else:
+        dump = (
+            _dump_teacher
+            if checkpoint_kind(checkpoint, (TEACHER_KIND, STUDENT_KIND)) == TEACHER_KIND
+            else _dump_student
+        )
+        entries = dump(config, checkpoint, out_dir, device, progress, feature_points)
     index = {
         "kind": INDEX_KIND,
         "dtype": "float16",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scenes import BOX_SIZE, street
 
+from kdmos_ros.io.semantickitti import open_sequence
 from kdmos_ros.pipeline.contract import InputOptions, MotionConfig
 from kdmos_ros.pipeline.features import (
     compute_features,
@@ -15,7 +17,7 @@ from kdmos_ros.pipeline.features import (
     height_map,
     intensity_feature,
     point_inputs,
-    polar,
+    transform,
 )
 from kdmos_ros.pipeline.grid import GRIDS, PolarGrid
 from kdmos_ros.pipeline.window import ScanWindow, voxel_groups
@@ -88,7 +90,7 @@ def test_height_map_matches_a_per_cell_computation() -> None:
         [rng.uniform(-20, 20, 3000), rng.uniform(-20, 20, 3000), rng.uniform(-4.5, 2.5, 3000)]
     ).astype(np.float32)
     height, seen = height_map(grid, xyz)
-    rho, phi, z = polar(xyz)
+    rho, phi, z = np.hypot(xyz[:, 0], xyz[:, 1]), np.arctan2(xyz[:, 1], xyz[:, 0]), xyz[:, 2]
     keep = (rho >= grid.rho_min) & (rho < grid.rho_max) & (z >= grid.z_min) & (z < grid.z_max)
     ri = ((rho - grid.rho_min) // grid.cell_size[0]).astype(int)
     pi = np.clip(((phi - grid.phi_min) // grid.cell_size[1]).astype(int), 0, grid.n_phi - 1)
@@ -238,3 +240,33 @@ def test_voxel_inputs_give_every_point_its_cubes_output() -> None:
         np.testing.assert_array_equal(other.source, source)
         np.testing.assert_array_equal(other.point_features, thinned.point_features)
         np.testing.assert_array_equal(other.motion_bev, thinned.motion_bev)
+
+
+def test_moving_inside_equals_moving_first_on_a_real_scan(kitti00_root: Path) -> None:
+    """point_inputs and height_map given a transform give exactly what they give for moved points."""
+    scan = open_sequence(kitti00_root, 0).read_scan(4).copy()
+    scan[::997] = np.nan  # organised clouds carry NaN rows
+    matrix = np.eye(4)
+    angle = math.radians(3.0)
+    matrix[:3, :3] = [
+        [math.cos(angle), -math.sin(angle), 0.0],
+        [math.sin(angle), math.cos(angle), 0.0],
+        [0, 0, 1],
+    ]
+    matrix[:3, 3] = [0.4, -0.3, 1.7]
+    moved = scan.copy()
+    moved[:, :3] = transform(scan[:, :3], matrix)
+    # The per-axis float32 transform is the float64 matrix product, to float32 rounding.
+    reference = scan[:, :3].astype(np.float64) @ matrix[:3, :3].T + matrix[:3, 3]
+    assert np.allclose(moved[:, :3], reference, atol=1e-4, equal_nan=True)
+    grid = GRIDS["lite"]
+    inside = point_inputs(grid, scan, "normalized", matrix)
+    first = point_inputs(grid, moved, "normalized")
+    assert inside[0].sum() > 100_000 and not inside[0][::997].any()
+    for a, b in zip(inside, first, strict=True):
+        assert np.array_equal(a, b)
+    finite = scan[np.isfinite(scan[:, :3]).all(axis=1), :3]
+    for a, b in zip(
+        height_map(grid, finite, matrix), height_map(grid, transform(finite, matrix)), strict=True
+    ):
+        assert np.array_equal(a, b)

@@ -167,3 +167,32 @@ def test_voxel_inputs_label_real_kitti_scans_like_every_point_inputs(
         rows.append(len(thinned.window.newest.points) / len(points))
     assert result.window_full and np.count_nonzero(result.labels == LABEL_MOVING) > 0
     assert np.median(rows) < 0.5  # an HDL-64 scan has two to three points per occupied cube
+
+
+@pytest.mark.parametrize("points", ["all", "voxel"])
+def test_streaming_outputs_equal_the_features_computed_in_one_thread(
+    tmp_path: Path, kitti00_root: Path, points: str
+) -> None:
+    """The node computes the per-point inputs beside the motion channels: the result is the same."""
+    contract = ModelContract(grid=GRIDS["lite"], preset="oracle", input_options=InputOptions(points=points))
+    segmenter = MotionSegmenter.from_path(write_oracle_model(tmp_path / "oracle.onnx", contract))
+    sequence = open_sequence(kitti00_root, 0)
+    scans = [sequence.read_scan(frame) for frame in sequence.frames]
+    scans[6] = scans[6].copy()
+    scans[6][::50, 1] = np.nan
+    for k, (pose, stamp) in enumerate(zip(sequence.poses, sequence.times, strict=True)):
+        result = segmenter.process(scans[k], pose, stamp)
+        reference = features_at(
+            contract.grid,
+            contract.motion,
+            scans,
+            sequence.poses,
+            sequence.times,
+            k,
+            segmenter.ground.to_canonical(),
+            contract.input_options,
+        )
+        logits = segmenter.runner.run(reference.point_features, reference.point_cells, reference.motion_bev)
+        expected = moving_probability(logits, contract.moving_class, contract.ignore_class)
+        np.testing.assert_array_equal(result.moving_prob, reference.spread(expected, 0.0, np.float32))
+    assert result.window_full and np.count_nonzero(result.labels == LABEL_MOVING) > 0

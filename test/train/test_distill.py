@@ -12,8 +12,11 @@ import torch
 from support import recipe, write_recipe
 
 from kdmos_ros.cli import main
-from kdmos_ros.io.semantickitti import KDMOS_IGNORE, KDMOS_MOVING
+from kdmos_ros.evaluate import label_sequence
+from kdmos_ros.io.semantickitti import KDMOS_IGNORE, KDMOS_MOVING, SemanticKittiSequence
+from kdmos_ros.paths import model_path
 from kdmos_ros.pipeline.features import point_inputs
+from kdmos_ros.pipeline.segmenter import MotionSegmenter, SegmentationResult, moving_probability
 from kdmos_ros.sim.sensors import load_sensor
 from kdmos_ros.sim.simulate import Simulation, write_sequence
 from kdmos_ros.train import distill
@@ -197,3 +200,32 @@ def test_missing_logits_folder_is_one_clear_error(
     assert main(["train", "student", str(config)]) == 1
     err = capsys.readouterr().err
     assert "run kdmos train dump-logits first" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_exported_model_teaches_through_the_nodes_pipeline(root: Path, tmp_path: Path) -> None:
+    """dump-logits from a shipped .onnx: per point, the logits whose softmax the node publishes."""
+    config = write_recipe(tmp_path / "nano.yaml", recipe(root, tmp_path / "run", "student", epochs=1))
+    logits_dir = tmp_path / "logits"
+    shipped = model_path("lite")
+    assert main(["train", "dump-logits", str(config), "-c", str(shipped), "-o", str(logits_dir)]) == 0
+    index = json.loads((logits_dir / "index.json").read_text())
+    assert index["teacher_kind"] == "onnx" and index["feature_points"] == 0
+    segmenter = MotionSegmenter.from_path(shipped)
+    checked = 0
+
+    def compare(frame: int, result: SegmentationResult) -> None:
+        nonlocal checked
+        if frame not in index["frames"]["00"]:
+            return
+        stored = load_teacher_logits(logits_dir, "00", frame).astype(np.float32)
+        labelled = result.labels != 255
+        assert np.array_equal(np.isfinite(stored).all(axis=1), labelled)
+        prob = moving_probability(
+            stored[labelled], segmenter.contract.moving_class, segmenter.contract.ignore_class
+        )
+        assert np.abs(prob - result.moving_prob[labelled]).max() < 2e-2  # float16 store
+        checked += 1
+
+    label_sequence(segmenter, SemanticKittiSequence(root / "sequences" / "00"), compare, mounting="known")
+    assert checked == len(index["frames"]["00"]) > 5
+    assert not list(logits_dir.glob("00/*.feat.npz"))  # logits only: no features to relate
