@@ -278,32 +278,11 @@ def compute_features(
     of ``points`` when the caller has it already (the window's thinning sorts the same cubes).
     """
     bev, available = motion_bev(grid, motion, window, to_canonical)
-    return assemble(appearance_inputs(grid, motion, points, to_canonical, options, voxels), bev, available)
-
-
-#: (valid, point_features, point_cells, source) of one scan: the per-point half of ScanFeatures.
-PointInputs = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]
-
-
-def appearance_inputs(
-    grid: PolarGrid,
-    motion: MotionConfig,
-    points: np.ndarray,
-    to_canonical: np.ndarray | None,
-    options: InputOptions,
-    voxels: tuple[np.ndarray, np.ndarray] | None = None,
-) -> PointInputs:
-    """The per-point half of :func:`compute_features`: it needs neither the window nor the motion
-    channels, so the node computes it beside them (pipeline/segmenter.py)."""
     if options.points == "all":
         valid, features, cells = point_inputs(grid, points, options.intensity, to_canonical)
-        return valid, features, cells, None
-    return _voxel_inputs(grid, points, to_canonical, options, motion, voxels)
-
-
-def assemble(inputs: PointInputs, bev: np.ndarray, available: tuple[bool, ...]) -> ScanFeatures:
-    """ScanFeatures from :func:`appearance_inputs` and :func:`motion_bev`'s results."""
-    valid, features, cells, source = inputs
+        source = None
+    else:
+        valid, features, cells, source = _voxel_inputs(grid, points, to_canonical, options, motion, voxels)
     return ScanFeatures(
         valid=valid,
         point_features=features,

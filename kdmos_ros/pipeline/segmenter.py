@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from kdmos_ros.errors import KdmosError
+from kdmos_ros.pipeline.allocator import keep_freed_memory
 from kdmos_ros.pipeline.canonical import GroundEstimate, GroundEstimator, Mounting
-from kdmos_ros.pipeline.features import appearance_inputs, assemble, motion_bev
+from kdmos_ros.pipeline.features import compute_features
 from kdmos_ros.pipeline.runner import ModelRunner
 from kdmos_ros.pipeline.sanity import PointCheck, check_points, without_unusable
 from kdmos_ros.pipeline.window import ScanWindow, finite_rows, voxel_groups
@@ -28,7 +28,7 @@ LABEL_STATIC = 0
 LABEL_MOVING = 1
 LABEL_UNKNOWN = 255  # NaN/infinite points, points outside the grid, scans that could not be used
 
-STAGES = ("ground", "window", "features", "inference", "labels")
+STAGES = ("window", "ground", "features", "inference", "labels")
 
 
 class InvalidScanError(KdmosError):
@@ -102,7 +102,7 @@ class MotionSegmenter:
             motion.num_past_scans, motion.voxel_size, scan_period=motion.period, max_gap=max_gap
         )
         self.set_mounting(mounting, sensor_origin)
-        self._helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kdmos-features")
+        keep_freed_memory()
 
     @classmethod
     def from_path(
@@ -156,6 +156,16 @@ class MotionSegmenter:
             # Nothing to compare later scans against: leave the window as it was.
             return SegmentationResult(labels, moving_prob, window_fill=self.window.fill(offsets), check=check)
         xyz = scan[:, :3] if finite.all() else scan[finite, :3]
+        voxels = None
+        if self.contract.input_options.points == "voxel":
+            # The window thins the scan to the same cubes the network's inputs are: sort them once.
+            voxels = voxel_groups(xyz, self.contract.motion.voxel_size)
+            reason = self.window.push(xyz[voxels[0]], pose, stamp, thinned=True)
+        else:
+            reason = self.window.push(xyz, pose, stamp)
+        timings["window"] = time.perf_counter() - start
+
+        start = time.perf_counter()
         ground = None
         if not self.uses_frame:
             to_canonical = None  # a model trained in the sensor's own frame
@@ -168,32 +178,15 @@ class MotionSegmenter:
         timings["ground"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        motion = self.contract.motion
-        voxels = None
-        if self.contract.input_options.points == "voxel":
-            # The window thins the scan to the same cubes the network's inputs are: sort them once.
-            voxels = voxel_groups(xyz, motion.voxel_size)
-        # The per-point inputs need neither the window nor the motion channels: a second thread
-        # computes them meanwhile (numpy lets go of the GIL inside its loops), which took the
-        # features stage from 12 to 7 ms on 2 cores (docs/performance.md).
-        pending = self._helper.submit(
-            appearance_inputs,
+        features = compute_features(
             self.contract.grid,
-            motion,
+            self.contract.motion,
             scan,
+            self.window,
             to_canonical,
             self.contract.input_options,
             voxels,
         )
-        if voxels is not None:
-            reason = self.window.push(xyz[voxels[0]], pose, stamp, thinned=True)
-        else:
-            reason = self.window.push(xyz, pose, stamp)
-        timings["window"] = time.perf_counter() - start
-
-        start = time.perf_counter()
-        bev, available = motion_bev(self.contract.grid, motion, self.window, to_canonical)
-        features = assemble(pending.result(), bev, available)
         timings["features"] = time.perf_counter() - start
 
         start = time.perf_counter()

@@ -46,16 +46,22 @@ _VOXEL_BITS = 21
 
 
 def _voxel_keys(xyz: np.ndarray, voxel_size: float) -> np.ndarray:
-    """One int64 per point naming its cube of edge ``voxel_size``."""
-    scaled = np.floor(xyz * np.float32(1.0 / voxel_size))
-    # Absurd but finite coordinates (a broken driver) must not overflow the key.
-    np.clip(scaled, 1 - _VOXEL_OFFSET, _VOXEL_OFFSET - 1, out=scaled)
-    cells = scaled.astype(np.int32) + np.int32(_VOXEL_OFFSET)
-    return (
-        (cells[:, 0].astype(np.int64) << (2 * _VOXEL_BITS))
-        | (cells[:, 1].astype(np.int64) << _VOXEL_BITS)
-        | cells[:, 2]
-    )
+    """One int64 per point naming its cube of edge ``voxel_size``.
+
+    One coordinate at a time: numpy walks an (N, 3) view of an (N, 4) scan row by row, three
+    values per inner loop, which took 4 of the window's 6 ms on a KITTI scan.
+    """
+    key = np.zeros(len(xyz), dtype=np.int64)
+    for axis in range(3):
+        cell = xyz[:, axis] * np.float32(1.0 / voxel_size)
+        np.floor(cell, out=cell)
+        # Absurd but finite coordinates (a broken driver) must not overflow the key.
+        np.clip(cell, 1 - _VOXEL_OFFSET, _VOXEL_OFFSET - 1, out=cell)
+        part = cell.astype(np.int64)
+        part += _VOXEL_OFFSET
+        part <<= (2 - axis) * _VOXEL_BITS
+        key |= part
+    return key
 
 
 def _sorted_voxels(xyz: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

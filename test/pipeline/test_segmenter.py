@@ -170,10 +170,10 @@ def test_voxel_inputs_label_real_kitti_scans_like_every_point_inputs(
 
 
 @pytest.mark.parametrize("points", ["all", "voxel"])
-def test_streaming_outputs_equal_the_features_computed_in_one_thread(
+def test_streaming_outputs_equal_the_features_of_random_access(
     tmp_path: Path, kitti00_root: Path, points: str
 ) -> None:
-    """The node computes the per-point inputs beside the motion channels: the result is the same."""
+    """Scan by scan, the segmenter gives exactly what the training data's features_at gives."""
     contract = ModelContract(grid=GRIDS["lite"], preset="oracle", input_options=InputOptions(points=points))
     segmenter = MotionSegmenter.from_path(write_oracle_model(tmp_path / "oracle.onnx", contract))
     sequence = open_sequence(kitti00_root, 0)
