@@ -74,8 +74,8 @@ def columns(xyz: np.ndarray, matrix: np.ndarray | None = None) -> tuple[np.ndarr
     """x, y, z of (M, 3+) points as three contiguous float32 arrays, moved by ``matrix`` (4 × 4) if given.
 
     Every per-point step after this reads one coordinate at a time: contiguous columns make each of
-    those passes a plain vector loop instead of a stride-3 or stride-4 walk (point_inputs and the
-    height maps took 40 % less time on a KITTI scan, docs/performance.md). Written out per axis
+    those passes a plain vector loop instead of numpy's row-by-row walk of an (N, 3) view, three
+    values per inner loop (docs/performance.md, "Stage work, third session"). Written out per axis
     rather than as ``xyz @ R.T``: that matmul goes to OpenBLAS, whose threads keep spinning after
     the call and took the cores from ONNX Runtime's thread pool (inference 41 → 83 ms median on the
     2-core machine, `kdmos bench`).
@@ -156,8 +156,8 @@ def point_inputs(
         np.subtract(scaled, np.float32(0.5), out=scaled)
         np.multiply(scaled, np.float32(size), out=scaled)
         features[:, axis] = scaled
-    for axis, values_ in enumerate((rho, phi, z, x, y), start=3):
-        features[:, axis] = values_
+    for axis, column in enumerate((rho, phi, z, x, y), start=3):
+        features[:, axis] = column
     features[:, 8] = intensity_feature(values, intensity)
     return valid, features, cells
 
@@ -210,9 +210,8 @@ def height_map(
     bottom = np.full(n_cells, np.inf, dtype=np.float32)
     np.maximum.at(top, flat, zk)
     np.minimum.at(bottom, flat, zk)
-    occupied = np.isfinite(top)
-    height = np.zeros(n_cells, dtype=np.float32)
-    height[occupied] = top[occupied] - np.minimum(bottom[occupied], _GROUND_Z)
+    # Empty cells: −inf − ground, replaced by 0.
+    height = np.where(np.isfinite(top), top - np.minimum(bottom, _GROUND_Z), np.float32(0.0))
     farthest = np.full(grid.n_phi, -1, dtype=np.int64)
     np.maximum.at(farthest, pi, ri)
     seen = np.arange(grid.n_rho)[:, None] <= farthest[None, :]
