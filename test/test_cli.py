@@ -146,3 +146,12 @@ def test_info_on_a_model_shows_its_contract_and_training_data(
     assert "0.61-1.73 m high, tilted up to 4.2 deg" in out
     assert main(["info", str(tmp_path / "missing.onnx")]) == 1
     assert "model file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["lite", "lite_int8", "nano"])
+def test_info_takes_a_shipped_models_name(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", name]) == 0
+    out = capsys.readouterr().out
+    assert f"kdmos_{name}.onnx" in out and "trained" in out and "calibrated on data/sim" in out
+    preset = "nano" if name == "nano" else "lite"
+    assert preset in out.split("preset", 1)[1].splitlines()[0]

@@ -26,7 +26,10 @@ from kdmos_ros.errors import KdmosError
 def info(
     model: Annotated[
         Path | None,
-        typer.Argument(help="An ONNX model: show its contract and what it was trained on instead."),
+        typer.Argument(
+            help="An ONNX model, or lite/lite_int8/nano (shipped): show its contract and what it was "
+            "trained on instead."
+        ),
     ] = None,
 ) -> None:
     """Show what this installation can use: versions, ONNX Runtime providers, torch, ROS 2, files.
@@ -35,7 +38,9 @@ def info(
     offsets, and the training record (data, sensors and mountings, epochs) its export embedded.
     """
     if model is not None:
-        _model_info(model)
+        from kdmos_ros.paths import model_path
+
+        _model_info(model_path(model))
         return
     from kdmos_ros.paths import share_dir
     from kdmos_ros.pipeline.runner import RUNTIME_DISTRIBUTIONS, provider_status, shadowing_warning

@@ -70,6 +70,4 @@ _LITE_Z = ground_centred(16, 0.375, 5)
 GRIDS: dict[str, PolarGrid] = {
     "full": PolarGrid(z_min=_FULL_Z[0], z_max=_FULL_Z[1]),
     "lite": PolarGrid(n_rho=160, n_phi=180, n_z=16, z_min=_LITE_Z[0], z_max=_LITE_Z[1]),
-    # lite's with 3° columns: the nano student's full-resolution level is 2/3 of lite's cells.
-    "nano": PolarGrid(n_rho=160, n_phi=120, n_z=16, z_min=_LITE_Z[0], z_max=_LITE_Z[1]),
 }

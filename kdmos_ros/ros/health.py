@@ -193,8 +193,8 @@ class NodeHealth:
         return (
             f"not real time: latency p95 {p95 * 1000:.1f} ms over the last {self.realtime_scans} scans "
             f"exceeds the {1000 / self.expected_rate:.0f} ms scan period at {self.expected_rate:g} Hz; "
-            "scans will be dropped (on a CPU try model_path:=lite_int8, or a GPU provider; "
-            "README, kdmos bench)"
+            "scans will be dropped (on a CPU try model_path:=lite_int8 or model_path:=nano, "
+            "or a GPU provider; README, kdmos bench)"
         )
 
     def _realtime_line(self) -> str | None:

@@ -142,7 +142,7 @@ def test_real_kitti_scans_get_one_label_per_point_in_order(segmenter_path: Path,
 def test_voxel_inputs_label_real_kitti_scans_like_every_point_inputs(
     tmp_path: Path, kitti00_root: Path
 ) -> None:
-    nano_grid = ModelContract(grid=GRIDS["nano"], preset="oracle")
+    nano_grid = ModelContract(grid=GRIDS["lite"], preset="oracle")
     voxel_contract = nano_grid.model_copy(update={"input_options": InputOptions(points="voxel")})
     every = MotionSegmenter.from_path(write_oracle_model(tmp_path / "every.onnx", nano_grid))
     thinned = MotionSegmenter.from_path(write_oracle_model(tmp_path / "voxel.onnx", voxel_contract))

@@ -148,7 +148,8 @@ def test_falling_behind_is_logged_once_per_episode_and_clears_when_the_node_keep
     behind = [line for line in run(health, 2.0, slow, start=2.0) if "real time" in line]
     assert behind == [
         "not real time: latency p95 120.0 ms over the last 10 scans exceeds the 100 ms scan period at 10 Hz; "
-        "scans will be dropped (on a CPU try model_path:=lite_int8, or a GPU provider; README, kdmos bench)"
+        "scans will be dropped (on a CPU try model_path:=lite_int8 or model_path:=nano, "
+        "or a GPU provider; README, kdmos bench)"
     ]
     assert health.summary(4.0, 0.5).level == WARN and health.summary(4.0, 0.5).message == behind[0]
     assert run(health, 2.0, fast, start=4.0) == []  # caught up: OK again

@@ -81,7 +81,8 @@ def test_lite_preset_is_much_smaller_and_on_the_lite_grid() -> None:
     lite, full = count_parameters(build_student("lite")), count_parameters(build_student("full"))
     assert lite["total"] < 0.3 * full["total"]
     for name, config in PRESETS.items():
-        assert config.preset == name and config.grid == GRIDS[name]
+        # nano shares lite's grid: with 3° columns it missed half the people (docs/results.md)
+        assert config.preset == name and config.grid == GRIDS["lite" if name == "nano" else name]
     assert format_parameter_counts(lite).startswith("total 1.00 M (pointnet ")
 
 
