@@ -2,11 +2,11 @@
 
 Every scan allocates the same few dozen numpy arrays of 0.1-5 MB. By default glibc gives such
 memory back to the kernel when it is freed (large blocks are unmapped, the heap top is trimmed),
-so the next scan faults it in again page by page. That costs about 0.3 ms per MB on the 2-core
-development machine, and far more in the second thread the segmenter computes features in, whose
-own arena is trimmed after every scan: the per-point inputs took 14 ms there instead of 3.6 ms
-(docs/performance.md). The ROS 2 real-time guidance does the same for the same reason
-(ros2/realtime_support, rttest: ``mallopt(M_TRIM_THRESHOLD, -1)``, ``mallopt(M_MMAP_MAX, 0)``).
+so the next scan faults it in again page by page: about 0.3 ms per MB on the 2-core development
+machine, where keeping it took the per-point inputs from 6.3 to 3.3 ms and encoding from 2.7 to
+1.4 ms in `kdmos bench` (docs/performance.md, "Stage work, third session"). The ROS 2 real-time
+guidance does the same for the same reason (ros2/realtime_support, rttest:
+``mallopt(M_TRIM_THRESHOLD, -1)``, ``mallopt(M_MMAP_MAX, 0)``).
 The process then holds on to its peak working set (a few hundred MB with a 128-beam sensor)
 instead of returning it between scans.
 """
@@ -28,8 +28,8 @@ _M_ARENA_MAX = -8
 def keep_freed_memory() -> bool:
     """Tell glibc malloc to keep freed memory, once per process; False where there is no glibc.
 
-    One arena for every thread, so the feature thread reuses what the main thread freed; no heap
-    trimming; no blocks served by mmap (they are unmapped on free).
+    One arena for every thread (the node's callback and ONNX Runtime threads free into the same heap
+    the scan loop takes from); no heap trimming; no blocks served by mmap (they are unmapped on free).
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False

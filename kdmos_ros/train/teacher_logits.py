@@ -22,13 +22,13 @@ the distillation step can pick exactly the points the student keeps (its in-grid
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from kdmos_ros.errors import KdmosError
 from kdmos_ros.train.checkpoint import checkpoint_kind
@@ -52,6 +52,22 @@ _SampleT = TypeVar("_SampleT", TeacherSample, Sample)
 
 def _unchanged(sample: _SampleT) -> _SampleT:
     return sample
+
+
+def _stream(
+    dataset: Dataset[_SampleT],
+    frames: dict[str, list[int]],
+    num_workers: int,
+    progress: Callable[[int], None] | None,
+) -> Iterator[_SampleT]:
+    """Each sample of ``dataset`` (worker processes build the next ones meanwhile); records its frame
+    under its sequence in ``frames`` and advances ``progress`` once the caller has stored it."""
+    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=_unchanged)
+    for sample in loader:
+        yield sample
+        frames[sample.sequence].append(sample.frame)
+        if progress is not None:
+            progress(1)
 
 
 def logits_path(directory: str | Path, sequence: str, frame: int) -> Path:
@@ -113,8 +129,7 @@ def _dump_student(
     )
     frames: dict[str, list[int]] = {name: [] for name in config.data.train_sequences}
     collate = Collate(contract)
-    loader = DataLoader(dataset, batch_size=None, num_workers=config.data.num_workers, collate_fn=_unchanged)
-    for sample in loader:
+    for sample in _stream(dataset, frames, config.data.num_workers, progress):
         batch = collate([sample]).to(device)
         output = model(batch.point_features, batch.point_cells, batch.motion_bev)
         _write_scan(
@@ -126,9 +141,6 @@ def _dump_student(
             output.point_embeddings,
             feature_points,
         )
-        frames[sample.sequence].append(sample.frame)
-        if progress is not None:
-            progress(1)
     trainer = extra.get("trainer")
     return {
         "classes": list(student_config.classes),
@@ -155,8 +167,7 @@ def _dump_onnx(
     contract = runner.contract
     dataset = MosDataset(config.data.root, config.data.train_sequences, contract)
     frames: dict[str, list[int]] = {name: [] for name in config.data.train_sequences}
-    loader = DataLoader(dataset, batch_size=None, num_workers=config.data.num_workers, collate_fn=_unchanged)
-    for sample in loader:
+    for sample in _stream(dataset, frames, config.data.num_workers, progress):
         logits = runner.run(sample.point_features, sample.point_cells, sample.motion_bev[np.newaxis])
         if sample.source is None:
             rows, per_point = sample.valid, logits
@@ -166,9 +177,6 @@ def _dump_onnx(
         _write_scan(
             out_dir, sample.sequence, sample.frame, rows, torch.from_numpy(per_point), torch.empty(0), 0
         )
-        frames[sample.sequence].append(sample.frame)
-        if progress is not None:
-            progress(1)
     return {
         "classes": list(contract.classes),
         "teacher_kind": "onnx",
@@ -201,9 +209,7 @@ def _dump_teacher(
         data.root, data.train_sequences, data.num_scans, None, data.max_points, 0, model.config.motion_context
     )
     frames: dict[str, list[int]] = {name: [] for name in data.train_sequences}
-    # Worker processes build the next samples (reading, aligning, motion context) while the teacher runs.
-    loader = DataLoader(dataset, batch_size=None, num_workers=data.num_workers, collate_fn=_unchanged)
-    for sample in loader:
+    for sample in _stream(dataset, frames, data.num_workers, progress):
         batch = collate_teacher([sample]).to(device)
         output = model(batch.points, batch.batch, bev=batch.bev)
         n_current = int(sample.current_finite.sum())
@@ -216,9 +222,6 @@ def _dump_teacher(
             output.features[:n_current],
             feature_points,
         )
-        frames[sample.sequence].append(sample.frame)
-        if progress is not None:
-            progress(1)
     trainer = extra.get("trainer")
     return {
         "classes": list(model.config.classes),
