@@ -113,12 +113,14 @@ def train_teacher(
 def train_dump_logits(
     config: _ConfigArgument,
     checkpoint: Annotated[
-        Path,
+        list[Path],
         typer.Option(
             "--checkpoint",
             "-c",
+            metavar="<path>",
             help="Trained teacher checkpoint, a student (e.g. non-causal) as the teacher, or an exported "
-            "model (.onnx: logits only, for logit distillation).",
+            "model (.onnx: logits only, for logit distillation). Repeat it with exported models of one "
+            "preset (e.g. several seeds) for an ensemble teacher: their mean probabilities.",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for NN/XXXXXX.npy files and index.json.")],

@@ -12,7 +12,11 @@ The teacher is a teacher checkpoint, or a student checkpoint: typically a non-ca
 true``), which knows the next scans that the causal student cannot see. A student's features are its
 ``point_embeddings`` and its NaN rows also cover the points outside its grid. An exported student
 (``.onnx``, e.g. a shipped model) can teach too, through the node's own runner: it gives logits only,
-so it serves logit distillation but not relation distillation.
+so it serves logit distillation but not relation distillation. Several exported models that compute
+the same inputs (e.g. one recipe trained with several seeds) teach as an ensemble: each point's
+stored logits are the log of the members' mean class probabilities, the usual ensemble teacher
+(Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network", 2015), computed from one
+pass of the shared features.
 
 Files are keyed by sequence and frame id (never by list position). A file has one row per point of
 the scan file, in its order; rows of non-finite points (which the teacher never sees) are NaN, so
@@ -22,7 +26,7 @@ the distillation step can pick exactly the points the student keeps (its in-grid
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from kdmos_ros.errors import KdmosError
+from kdmos_ros.pipeline.contract import ModelContract
 from kdmos_ros.train.checkpoint import checkpoint_kind
 from kdmos_ros.train.config import TrainConfig
 from kdmos_ros.train.data import Collate, MosDataset, Sample
@@ -154,21 +159,52 @@ def _dump_student(
     }
 
 
+def ensemble_logits(members: list[np.ndarray]) -> np.ndarray:
+    """[N, C] log of the mean over ``members`` ([N, C] logits each) of their softmax probabilities.
+
+    Its softmax is the members' mean probability, at any temperature a valid logit vector for the
+    distillation losses. Computed in float64 with the max shifted out: a gated class sits 30 logits
+    below the others (``GATE_PENALTY``) and must not underflow to log 0.
+    """
+    stacked = np.stack(members).astype(np.float64)
+    shifted = stacked - stacked.max(axis=2, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))
+    top = log_p.max(axis=0)
+    mean = top + np.log(np.exp(log_p - top).mean(axis=0))
+    return mean.astype(np.float32)
+
+
+def _same_inputs(reference: ModelContract, other: ModelContract, path: str | Path) -> None:
+    """Ensemble members must read the same features and name the same classes."""
+    fields = ("feature_version", "grid", "motion", "input_options", "classes", "point_features")
+    differing = [field for field in fields if getattr(reference, field) != getattr(other, field)]
+    if differing:
+        raise KdmosError(
+            f"ensemble member {path} computes other inputs than the first model ({', '.join(differing)} "
+            "differ): an ensemble teacher needs models of one preset and feature definition"
+        )
+
+
 def _dump_onnx(
     config: TrainConfig,
-    model_path: str | Path,
+    model_paths: list[Path],
     out_dir: Path,
     progress: Callable[[int], None] | None,
 ) -> dict[str, Any]:
-    """An exported student as the teacher: the features its contract names, its logits per point."""
+    """Exported students as the teacher: the features their contract names, their (ensemble's)
+    logits per point."""
     from kdmos_ros.pipeline.runner import ModelRunner
 
-    runner = ModelRunner(model_path)
-    contract = runner.contract
+    runners = [ModelRunner(path) for path in model_paths]
+    contract = runners[0].contract
+    for path, runner in zip(model_paths[1:], runners[1:], strict=True):
+        _same_inputs(contract, runner.contract, path)
     dataset = MosDataset(config.data.root, config.data.train_sequences, contract)
     frames: dict[str, list[int]] = {name: [] for name in config.data.train_sequences}
     for sample in _stream(dataset, frames, config.data.num_workers, progress):
-        logits = runner.run(sample.point_features, sample.point_cells, sample.motion_bev[np.newaxis])
+        inputs = (sample.point_features, sample.point_cells, sample.motion_bev[np.newaxis])
+        members = [runner.run(*inputs) for runner in runners]
+        logits = members[0] if len(members) == 1 else ensemble_logits(members)
         if sample.source is None:
             rows, per_point = sample.valid, logits
         else:  # voxel inputs: every point of a cube takes its cube's logits
@@ -179,8 +215,12 @@ def _dump_onnx(
         )
     return {
         "classes": list(contract.classes),
-        "teacher_kind": "onnx",
-        "teacher": {"preset": contract.preset, "grid": contract.grid.model_dump(mode="json")},
+        "teacher_kind": "onnx" if len(runners) == 1 else "onnx-ensemble",
+        "teacher": {
+            "preset": contract.preset,
+            "grid": contract.grid.model_dump(mode="json"),
+            "members": [str(Path(path).resolve()) for path in model_paths],
+        },
         "teacher_epoch": None,
         "num_scans": None,
         "max_points": None,
@@ -237,7 +277,7 @@ def _dump_teacher(
 
 def dump_teacher_logits(
     config: TrainConfig,
-    checkpoint: str | Path,
+    checkpoint: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     device: str = "cpu",
     progress: Callable[[int], None] | None = None,
@@ -246,23 +286,33 @@ def dump_teacher_logits(
     """Run the teacher (eval, no augmentation) on every training scan of ``config``; returns index.json.
 
     ``checkpoint`` is a teacher, or a student (e.g. a non-causal one) acting as the teacher, or an
-    exported student (``.onnx``: logits only, so no features are stored whatever ``feature_points``).
+    exported student (``.onnx``: logits only, so no features are stored whatever ``feature_points``),
+    or several exported students: an ensemble teacher (module docstring).
     """
     out_dir = Path(out_dir)
-    if Path(checkpoint).suffix == ".onnx":
+    paths = [Path(checkpoint)] if isinstance(checkpoint, str | Path) else [Path(p) for p in checkpoint]
+    if not paths:
+        raise KdmosError("no teacher given: name a checkpoint or one or more exported models (.onnx)")
+    if len(paths) > 1 and any(path.suffix != ".onnx" for path in paths):
+        raise KdmosError(
+            "an ensemble teacher is made of exported models (.onnx) only; got "
+            + ", ".join(str(path) for path in paths if path.suffix != ".onnx")
+        )
+    if paths[0].suffix == ".onnx":
         feature_points = 0
-        entries = _dump_onnx(config, checkpoint, out_dir, progress)
+        entries = _dump_onnx(config, paths, out_dir, progress)
     else:
         dump = (
             _dump_teacher
-            if checkpoint_kind(checkpoint, (TEACHER_KIND, STUDENT_KIND)) == TEACHER_KIND
+            if checkpoint_kind(paths[0], (TEACHER_KIND, STUDENT_KIND)) == TEACHER_KIND
             else _dump_student
         )
-        entries = dump(config, checkpoint, out_dir, device, progress, feature_points)
+        entries = dump(config, paths[0], out_dir, device, progress, feature_points)
+    resolved = [str(path.resolve()) for path in paths]
     index = {
         "kind": INDEX_KIND,
         "dtype": "float16",
-        "checkpoint": str(Path(checkpoint).resolve()),
+        "checkpoint": resolved[0] if len(resolved) == 1 else resolved,
         "data_root": str(Path(config.data.root).resolve()),
         "feature_points": feature_points,
         **entries,

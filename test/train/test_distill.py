@@ -25,7 +25,7 @@ from kdmos_ros.train.data import Batch, Collate, MosDataset
 from kdmos_ros.train.losses import kdmos_loss, logit_kd_loss, relation_kd_loss
 from kdmos_ros.train.models.student import StudentOutput
 from kdmos_ros.train.models.teacher import load_teacher
-from kdmos_ros.train.teacher_logits import load_teacher_features, load_teacher_logits
+from kdmos_ros.train.teacher_logits import ensemble_logits, load_teacher_features, load_teacher_logits
 from kdmos_ros.train.trainer import Trainer
 
 
@@ -229,3 +229,67 @@ def test_an_exported_model_teaches_through_the_nodes_pipeline(root: Path, tmp_pa
     label_sequence(segmenter, SemanticKittiSequence(root / "sequences" / "00"), compare, mounting="known")
     assert checked == len(index["frames"]["00"]) > 5
     assert not list(logits_dir.glob("00/*.feat.npz"))  # logits only: no features to relate
+
+
+def test_ensemble_logits_are_the_log_of_the_members_mean_probability() -> None:
+    rng = np.random.default_rng(3)
+    members = [rng.normal(scale=4.0, size=(50, 4)).astype(np.float32) for _ in range(3)]
+    members[1][:, 3] -= 30.0  # a gated member: its moving class 30 logits down, as GATE_PENALTY
+
+    def softmax(x: np.ndarray) -> np.ndarray:
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    combined = ensemble_logits(members)
+    assert np.isfinite(combined).all()
+    expected = np.mean([softmax(m.astype(np.float64)) for m in members], axis=0)
+    np.testing.assert_allclose(softmax(combined.astype(np.float64)), expected, rtol=1e-5, atol=1e-7)
+    # One member: its own distribution back, whatever constant its logits carried.
+    np.testing.assert_allclose(softmax(ensemble_logits(members[:1])), softmax(members[0]), atol=1e-6)
+
+
+def test_an_ensemble_of_exported_models_teaches_their_mean_probability(root: Path, tmp_path: Path) -> None:
+    """dump-logits -c A.onnx -c B.onnx: per point, the mean of what the node publishes for A and B."""
+    config = write_recipe(tmp_path / "s.yaml", recipe(root, tmp_path / "run", "student", epochs=1))
+    logits_dir = tmp_path / "logits"
+    # Two trained models of one preset (an untrained one would put mass on the never-predicted class,
+    # which the node's P(moving) leaves out, so its mean is not the mean of the two P(moving)).
+    members = [model_path("lite"), model_path("lite_int8")]
+    command = ["train", "dump-logits", str(config), "-o", str(logits_dir)]
+    assert main([*command, "-c", str(members[0]), "-c", str(members[1])]) == 0
+    index = json.loads((logits_dir / "index.json").read_text())
+    assert index["teacher_kind"] == "onnx-ensemble"
+    assert index["checkpoint"] == [str(path.resolve()) for path in members]
+    published: dict[int, list[np.ndarray]] = {}
+    for member in members:
+        segmenter = MotionSegmenter.from_path(member)
+        sequence = SemanticKittiSequence(root / "sequences" / "00")
+
+        def keep(frame: int, result: SegmentationResult) -> None:
+            published.setdefault(frame, []).append(result.moving_prob.copy())
+
+        label_sequence(segmenter, sequence, keep, mounting="known")
+    contract = segmenter.contract
+    largest_gap = 0.0
+    for frame in index["frames"]["00"]:
+        stored = load_teacher_logits(logits_dir, "00", frame).astype(np.float32)
+        labelled = np.isfinite(stored).all(axis=1)
+        prob = moving_probability(stored[labelled], contract.moving_class, contract.ignore_class)
+        first, second = (p[labelled] for p in published[frame])
+        assert np.abs(prob - (first + second) / 2).max() < 2e-2  # float16 store
+        largest_gap = max(largest_gap, float(np.abs(first - second).max()))
+    # The members disagree by more than twice the tolerance somewhere: either one alone would fail.
+    assert largest_gap > 0.1
+
+
+def test_an_ensemble_needs_exported_models_that_compute_the_same_inputs(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_recipe(tmp_path / "s.yaml", recipe(root, tmp_path / "run", "student", epochs=1))
+    command = ["train", "dump-logits", str(config), "-o", str(tmp_path / "logits")]
+    assert main([*command, "-c", str(model_path("lite")), "-c", str(model_path("nano"))]) == 1
+    err = capsys.readouterr().err
+    assert "kdmos_nano.onnx computes other inputs" in err and "input_options" in err
+    assert main([*command, "-c", str(model_path("lite")), "-c", str(tmp_path / "student.pt")]) == 1
+    assert "an ensemble teacher is made of exported models (.onnx) only" in capsys.readouterr().err
+    assert not (tmp_path / "logits" / "index.json").exists()
