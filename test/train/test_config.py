@@ -31,16 +31,24 @@ RECIPES = Path(__file__).resolve().parents[2] / "config" / "train"
         ("sim/ablation/sensor_frame", "student", "lite"),
         ("sim/ablation/intensity", "student", "lite"),
         ("sim/ablation/nogate", "student", "lite"),
+        ("sim/student_nano", "student", "nano"),
+        ("sim/student_nano_kd", "student", "nano"),
+        ("sim/student_nano_kd_ensemble", "student", "nano"),
     ],
 )
 def test_shipped_recipes_validate(name: str, kind: str, preset: str) -> None:
     config = load_config(RECIPES / f"{name}.yaml")
     assert (config.model.kind, config.model.preset) == (kind, preset)
-    # The multi-sensor recipe selects on one drive per sensor and mounting, its ablations keep
-    # their last epoch, and the HDL-64 recipes select on drive 08.
+    # The multi-sensor recipe selects on one drive per sensor and mounting, nano's on one per sensor
+    # family, the ablations keep their last epoch, and the HDL-64 recipes select on drive 08.
     multi = ("40", "41", "42", "43", "44", "45", "46")
     if name == "sim/student_lite":
         assert config.data.val_sequences == multi
+    elif name.startswith("sim/student_nano"):
+        assert config.data.val_sequences == ("40", "42", "43")
+        # The nano recipes differ in their distillation section alone (docs/results.md's ablation).
+        base = load_config(RECIPES / "sim" / "student_nano.yaml")
+        assert config.model_dump(exclude={"distill", "run"}) == base.model_dump(exclude={"distill", "run"})
     elif name.startswith("sim/ablation/"):
         assert config.data.val_sequences == ()
     else:
