@@ -4,8 +4,10 @@
         --data data/sim --sequences 50,51,52,53,54,55,56
 
 Both models stream every scan through the node's pipeline (each with its own window and mounting
-estimate, at its own calibrated threshold). Points labelled by both and not ignored by the ground
-truth are counted per sensor and mounting:
+estimate, at its own calibrated threshold). Several ``--teacher`` models are an ensemble teacher (as
+``kdmos train dump-logits -c A -c B ...`` stores one): a point is moving where the members' mean
+P(moving) reaches the mean of their thresholds, and labelled where every member labels it. Points
+labelled by both and not ignored by the ground truth are counted per sensor and mounting:
 
 - truly moving points: found by both, by the teacher only, by the student only, by neither;
 - truly static points labelled moving (false positives) by the teacher and by the student;
@@ -27,7 +29,13 @@ import numpy as np
 
 from kdmos_ros.evaluate import sensor_label
 from kdmos_ros.io.semantickitti import MOS_MOVING, MOS_STATIC, mos_labels, open_sequence
-from kdmos_ros.pipeline.segmenter import LABEL_MOVING, LABEL_UNKNOWN, MotionSegmenter
+from kdmos_ros.pipeline.segmenter import (
+    LABEL_MOVING,
+    LABEL_STATIC,
+    LABEL_UNKNOWN,
+    MotionSegmenter,
+    SegmentationResult,
+)
 
 RANGE_EDGES = (0.0, 10.0, 20.0, 35.0, 50.2)
 #: SemanticKITTI's moving classes (semantic-kitti.yaml).
@@ -44,8 +52,20 @@ MOVING_CLASSES = {
 COUNTS = ("moving", "both", "teacher only", "student only", "neither", "static", "teacher FP", "student FP")
 
 
+def ensemble_labels(results: list[SegmentationResult], thresholds: list[float]) -> np.ndarray:
+    """One member's labels, or an ensemble's: mean P(moving) against the mean threshold, unknown
+    where any member's label is."""
+    if len(results) == 1:
+        return results[0].labels
+    known = np.logical_and.reduce([result.labels != LABEL_UNKNOWN for result in results])
+    probability = np.mean([result.moving_prob for result in results], axis=0)
+    labels = np.where(probability >= np.mean(thresholds), LABEL_MOVING, LABEL_STATIC).astype(np.uint8)
+    labels[~known] = LABEL_UNKNOWN
+    return labels
+
+
 def compare(
-    teacher: Path, student: Path, root: Path, sequences: list[str]
+    teachers: list[Path], student: Path, root: Path, sequences: list[str]
 ) -> dict[str, dict[str, np.ndarray]]:
     """Per sensor: ``counts`` (COUNTS order) and per range bin ``range_moving``, ``range_teacher``,
     ``range_student`` (truly moving points, and those each model found)."""
@@ -62,13 +82,15 @@ def compare(
     )
     for name in sequences:
         sequence = open_sequence(root, name)
-        models = [
-            MotionSegmenter.from_path(path, provider="cpu", log=lambda _: None) for path in (teacher, student)
-        ]
+        members = [MotionSegmenter.from_path(path, provider="cpu", log=lambda _: None) for path in teachers]
+        thresholds = [member.moving_threshold for member in members]
+        learner = MotionSegmenter.from_path(student, provider="cpu", log=lambda _: None)
         row = table[sensor_label(sequence.sensor)]
         for frame, pose, stamp in zip(sequence.frames, sequence.poses, sequence.times, strict=True):
             scan = sequence.read_scan(frame)
-            by_teacher, by_student = (m.process(scan, pose, float(stamp)).labels for m in models)
+            results = [member.process(scan, pose, float(stamp)) for member in members]
+            by_teacher = ensemble_labels(results, thresholds)
+            by_student = learner.process(scan, pose, float(stamp)).labels
             semantic = sequence.read_labels(frame)[0]
             truth = mos_labels(semantic)
             scored = (by_teacher != LABEL_UNKNOWN) & (by_student != LABEL_UNKNOWN)
@@ -104,13 +126,20 @@ def compare(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--teacher", type=Path, required=True, help="ONNX model taken as the teacher")
+    parser.add_argument(
+        "--teacher",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="ONNX model(s) taken as the teacher (several: an ensemble)",
+    )
     parser.add_argument("--student", type=Path, required=True, help="ONNX model taken as the student")
     parser.add_argument("--data", type=Path, default=Path("data/sim"), help="labelled dataset root")
     parser.add_argument("--sequences", default="50,51,52,53,54,55,56")
     args = parser.parse_args()
     table = compare(args.teacher, args.student, args.data, args.sequences.split(","))
-    print(f"teacher {args.teacher}, student {args.student}, sequences {args.sequences}")
+    teacher = " + ".join(str(path) for path in args.teacher)
+    print(f"teacher {teacher}, student {args.student}, sequences {args.sequences}")
     print("truly moving points (% of them): found by both / teacher only / student only / neither;")
     print("static points labelled moving (% of static): teacher / student")
     for sensor, row in table.items():
