@@ -20,30 +20,28 @@ from pathlib import Path
 import numpy as np
 
 from kdmos_ros.evaluate import sensor_label
-from kdmos_ros.io.semantickitti import KDMOS_CLASS_NAMES, MOS_MOVING, MOS_STATIC, mos_labels, open_sequence
+from kdmos_ros.io.semantickitti import (
+    KDMOS_CLASS_NAMES,
+    KDMOS_IGNORE,
+    KDMOS_MOVING,
+    mos_labels,
+    open_sequence,
+)
+from kdmos_ros.metrics import ConfusionMatrix, MosScores, mos_matrix
 from kdmos_ros.pipeline.segmenter import moving_probability
 from kdmos_ros.train.teacher_logits import INDEX_KIND, load_teacher_logits
 
-MOVING = KDMOS_CLASS_NAMES.index("moving")
-IGNORE = KDMOS_CLASS_NAMES.index("ignore")
+
+def add_scan(matrix: ConfusionMatrix, logits: np.ndarray, truth: np.ndarray, threshold: float) -> None:
+    """Count one scan's rows with finite logits (the matrix skips ignored truth)."""
+    finite = np.isfinite(logits).all(axis=1)
+    probability = moving_probability(logits[finite].astype(np.float32), KDMOS_MOVING, KDMOS_IGNORE)
+    matrix.update((probability >= threshold).astype(np.int64), truth[finite])
 
 
-def counts(logits: np.ndarray, truth: np.ndarray, threshold: float) -> np.ndarray:
-    """[TP, FP, FN] of moving over the rows with finite logits and a moving/static label."""
-    scored = np.isfinite(logits).all(axis=1) & ((truth == MOS_MOVING) | (truth == MOS_STATIC))
-    hit = moving_probability(logits[scored].astype(np.float32), MOVING, IGNORE) >= threshold
-    moving = truth[scored] == MOS_MOVING
-    return np.array([(hit & moving).sum(), (hit & ~moving).sum(), (~hit & moving).sum()], np.int64)
-
-
-def scores(tp_fp_fn: np.ndarray) -> tuple[float, float, float]:
-    """(IoU, precision, recall) in %, NaN where undefined."""
-    tp, fp, fn = (float(v) for v in tp_fp_fn)
-
-    def ratio(a: float, b: float) -> float:
-        return 100.0 * a / b if b else float("nan")
-
-    return ratio(tp, tp + fp + fn), ratio(tp, tp + fp), ratio(tp, tp + fn)
+def row(scores: MosScores) -> str:
+    """IoU, precision and recall in %."""
+    return " | ".join(f"{100 * v:.2f}" for v in (scores.moving_iou, scores.precision, scores.recall))
 
 
 def main() -> None:
@@ -66,23 +64,21 @@ def main() -> None:
     print(f"teacher: {index.get('teacher_kind')} {index.get('checkpoint')}")
     print(f"every {args.every}th scan, P(moving) ≥ {args.threshold}")
     print("| sequence | sensor | moving IoU | precision | recall | scans |\n|---|---|---|---|---|---|")
-    total = np.zeros(3, np.int64)
+    total = mos_matrix()
     ious = []
     for name, frames in index["frames"].items():
         sequence = open_sequence(root, name)
-        row = np.zeros(3, np.int64)
+        matrix = mos_matrix()
         chosen = sorted(frames)[:: args.every]
         for frame in chosen:
             truth = mos_labels(sequence.read_labels(frame)[0])
-            row += counts(load_teacher_logits(args.logits, name, frame), truth, args.threshold)
-        iou, precision, recall = scores(row)
-        ious.append(iou)
-        total += row
-        sensor = sensor_label(sequence.sensor)
-        print(f"| {name} | {sensor} | {iou:.2f} | {precision:.2f} | {recall:.2f} | {len(chosen)} |")
-    iou, precision, recall = scores(total)
-    print(f"| **all points** | | {iou:.2f} | {precision:.2f} | {recall:.2f} | |")
-    print(f"| **mean over sequences** | | {np.nanmean(ious):.2f} | | | |")
+            add_scan(matrix, load_teacher_logits(args.logits, name, frame), truth, args.threshold)
+        scores = MosScores.from_matrix(matrix)
+        ious.append(scores.moving_iou)
+        total += matrix
+        print(f"| {name} | {sensor_label(sequence.sensor)} | {row(scores)} | {len(chosen)} |")
+    print(f"| **all points** | | {row(MosScores.from_matrix(total))} | |")
+    print(f"| **mean over sequences** | | {100 * np.nanmean(ious):.2f} | | | |")
 
 
 if __name__ == "__main__":

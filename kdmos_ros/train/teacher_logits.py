@@ -163,15 +163,12 @@ def ensemble_logits(members: list[np.ndarray]) -> np.ndarray:
     """[N, C] log of the mean over ``members`` ([N, C] logits each) of their softmax probabilities.
 
     Its softmax is the members' mean probability, at any temperature a valid logit vector for the
-    distillation losses. Computed in float64 with the max shifted out: a gated class sits 30 logits
-    below the others (``GATE_PENALTY``) and must not underflow to log 0.
+    distillation losses. In float64 log space: a gated class sits 30 logits below the others
+    (``GATE_PENALTY``) and must not underflow to log 0.
     """
-    stacked = np.stack(members).astype(np.float64)
-    shifted = stacked - stacked.max(axis=2, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))
-    top = log_p.max(axis=0)
-    mean = top + np.log(np.exp(log_p - top).mean(axis=0))
-    return mean.astype(np.float32)
+    log_p = torch.from_numpy(np.stack(members)).double().log_softmax(dim=2)
+    mean = torch.logsumexp(log_p, dim=0) - np.log(len(members))
+    return mean.float().numpy()
 
 
 def _same_inputs(reference: ModelContract, other: ModelContract, path: str | Path) -> None:
@@ -216,11 +213,7 @@ def _dump_onnx(
     return {
         "classes": list(contract.classes),
         "teacher_kind": "onnx" if len(runners) == 1 else "onnx-ensemble",
-        "teacher": {
-            "preset": contract.preset,
-            "grid": contract.grid.model_dump(mode="json"),
-            "members": [str(Path(path).resolve()) for path in model_paths],
-        },
+        "teacher": {"preset": contract.preset, "grid": contract.grid.model_dump(mode="json")},
         "teacher_epoch": None,
         "num_scans": None,
         "max_points": None,

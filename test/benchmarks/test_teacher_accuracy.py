@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from kdmos_ros.io.semantickitti import MOS_IGNORE, MOS_MOVING, MOS_STATIC
+from kdmos_ros.metrics import MosScores, mos_matrix
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location(
@@ -28,15 +29,24 @@ def logits_for(p_moving: list[float]) -> np.ndarray:
     return rows.astype(np.float16)
 
 
+def counts(logits: np.ndarray, truth: np.ndarray, threshold: float) -> list[int]:
+    """[TP, FP, FN] of moving after one scan."""
+    matrix = mos_matrix()
+    teacher_accuracy.add_scan(matrix, logits, truth, threshold)
+    m = matrix.matrix
+    return [int(m[MOS_MOVING, MOS_MOVING]), int(m[MOS_STATIC, MOS_MOVING]), int(m[MOS_MOVING, MOS_STATIC])]
+
+
 def test_counts_skip_rows_without_logits_or_labels_and_use_the_threshold() -> None:
     logits = logits_for([0.9, 0.6, 0.2, 0.8, 0.1, 0.7, 0.9])
     logits[6] = np.nan  # outside the teacher's grid
     truth = np.array([MOS_MOVING, MOS_STATIC, MOS_MOVING, MOS_IGNORE, MOS_STATIC, MOS_MOVING, MOS_MOVING])
-    assert teacher_accuracy.counts(logits, truth, 0.5).tolist() == [2, 1, 1]  # TP rows 0, 5; FP 1; FN 2
-    assert teacher_accuracy.counts(logits, truth, 0.65).tolist() == [2, 0, 1]
-    iou, precision, recall = teacher_accuracy.scores(np.array([2, 1, 1]))
-    assert (round(iou, 2), round(precision, 2), round(recall, 2)) == (50.0, 66.67, 66.67)
-    assert np.isnan(teacher_accuracy.scores(np.zeros(3, np.int64))[0])
+    assert counts(logits, truth, 0.5) == [2, 1, 1]  # TP rows 0, 5; FP 1; FN 2
+    assert counts(logits, truth, 0.65) == [2, 0, 1]
+    matrix = mos_matrix()
+    teacher_accuracy.add_scan(matrix, logits, truth, 0.5)
+    assert teacher_accuracy.row(MosScores.from_matrix(matrix)) == "50.00 | 66.67 | 66.67"
+    assert teacher_accuracy.row(MosScores.from_matrix(mos_matrix())).startswith("nan")
 
 
 def test_a_folder_that_is_not_a_logits_dump_is_named(tmp_path: Path) -> None:
