@@ -34,6 +34,8 @@ RECIPES = Path(__file__).resolve().parents[2] / "config" / "train"
         ("sim/student_nano", "student", "nano"),
         ("sim/student_nano_kd", "student", "nano"),
         ("sim/student_nano_kd_ensemble", "student", "nano"),
+        ("sim/student_nano_kd_ensemble_tc", "student", "nano"),
+        ("sim/student_nano_kd_ensemble_t2", "student", "nano"),
     ],
 )
 def test_shipped_recipes_validate(name: str, kind: str, preset: str) -> None:
