@@ -36,6 +36,8 @@ RECIPES = Path(__file__).resolve().parents[2] / "config" / "train"
         ("sim/student_nano_kd_ensemble", "student", "nano"),
         ("sim/student_nano_kd_ensemble_tc", "student", "nano"),
         ("sim/student_nano_kd_ensemble_t2", "student", "nano"),
+        ("sim/student_nano_kd_future", "student", "nano"),
+        ("sim/teacher_lite_future", "student", "lite"),
     ],
 )
 def test_shipped_recipes_validate(name: str, kind: str, preset: str) -> None:
@@ -51,6 +53,12 @@ def test_shipped_recipes_validate(name: str, kind: str, preset: str) -> None:
         # The nano recipes differ in their distillation section alone (docs/results.md's ablation).
         base = load_config(RECIPES / "sim" / "student_nano.yaml")
         assert config.model_dump(exclude={"distill", "run"}) == base.model_dump(exclude={"distill", "run"})
+    elif name == "sim/teacher_lite_future":
+        # The shipped lite recipe with the next scans' motion channels, validated as nano's.
+        assert config.data.val_sequences == ("40", "42", "43") and config.model.overrides["future"] is True
+        lite = load_config(RECIPES / "sim" / "student_lite.yaml")
+        exclude = {"data": {"val_sequences"}, "model": {"overrides"}, "run": True}
+        assert config.model_dump(exclude=exclude) == lite.model_dump(exclude=exclude)
     elif name.startswith("sim/ablation/"):
         assert config.data.val_sequences == ()
     else:
