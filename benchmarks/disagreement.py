@@ -6,8 +6,11 @@
 Both models stream every scan through the node's pipeline (each with its own window and mounting
 estimate, at its own calibrated threshold). Several ``--teacher`` models are an ensemble teacher (as
 ``kdmos train dump-logits -c A -c B ...`` stores one): a point is moving where the members' mean
-P(moving) reaches the mean of their thresholds, and labelled where every member labels it. Points
-labelled by both and not ignored by the ground truth are counted per sensor and mounting:
+P(moving) reaches the mean of their thresholds, and labelled where every member labels it. A teacher
+that cannot be exported (one that sees the next scans) is read from its stored logits instead,
+``--teacher-logits DIR --teacher-threshold T`` (a dump-logits folder of the sequences compared; scans
+it does not hold are not counted). Points labelled by both and not ignored by the ground truth are
+counted per sensor and mounting:
 
 - truly moving points: found by both, by the teacher only, by the student only, by neither;
 - truly static points labelled moving (false positives) by the teacher and by the student;
@@ -21,6 +24,7 @@ take from the teacher. The machine does not matter here (no timing).
 from __future__ import annotations
 
 import argparse
+import json
 from collections import defaultdict
 from itertools import pairwise
 from pathlib import Path
@@ -28,14 +32,23 @@ from pathlib import Path
 import numpy as np
 
 from kdmos_ros.evaluate import sensor_label
-from kdmos_ros.io.semantickitti import MOS_MOVING, MOS_STATIC, mos_labels, open_sequence
+from kdmos_ros.io.semantickitti import (
+    KDMOS_IGNORE,
+    KDMOS_MOVING,
+    MOS_MOVING,
+    MOS_STATIC,
+    mos_labels,
+    open_sequence,
+)
 from kdmos_ros.pipeline.segmenter import (
     LABEL_MOVING,
     LABEL_STATIC,
     LABEL_UNKNOWN,
     MotionSegmenter,
     SegmentationResult,
+    moving_probability,
 )
+from kdmos_ros.train.teacher_logits import load_teacher_logits
 
 RANGE_EDGES = (0.0, 10.0, 20.0, 35.0, 50.2)
 #: SemanticKITTI's moving classes (semantic-kitti.yaml).
@@ -64,11 +77,33 @@ def ensemble_labels(results: list[SegmentationResult], thresholds: list[float]) 
     return labels
 
 
+def stored_labels(logits: np.ndarray, threshold: float) -> np.ndarray:
+    """A stored teacher's labels: moving where its P(moving) (without the ignore class, as the node)
+    reaches ``threshold``, unknown on NaN rows (points outside its grid)."""
+    finite = np.isfinite(logits).all(axis=1)
+    labels = np.full(len(logits), LABEL_UNKNOWN, np.uint8)
+    probability = moving_probability(logits[finite].astype(np.float32), KDMOS_MOVING, KDMOS_IGNORE)
+    labels[finite] = np.where(probability >= threshold, LABEL_MOVING, LABEL_STATIC)
+    return labels
+
+
+def stored_frames(directory: Path) -> dict[str, set[int]]:
+    """The scans a dump-logits folder holds, by sequence."""
+    index = json.loads((directory / "index.json").read_text())
+    return {name: set(frames) for name, frames in index["frames"].items()}
+
+
 def compare(
-    teachers: list[Path], student: Path, root: Path, sequences: list[str]
+    teachers: list[Path],
+    student: Path,
+    root: Path,
+    sequences: list[str],
+    teacher_logits: tuple[Path, float] | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Per sensor: ``counts`` (COUNTS order) and per range bin ``range_moving``, ``range_teacher``,
-    ``range_student`` (truly moving points, and those each model found)."""
+    ``range_student`` (truly moving points, and those each model found). With ``teacher_logits``
+    (folder, threshold) the teacher is read from there and ``teachers`` is unused."""
+    held = stored_frames(teacher_logits[0]) if teacher_logits else {}
     table: dict[str, dict[str, np.ndarray]] = defaultdict(
         lambda: {
             "counts": np.zeros(len(COUNTS), np.int64),
@@ -82,15 +117,28 @@ def compare(
     )
     for name in sequences:
         sequence = open_sequence(root, name)
-        members = [MotionSegmenter.from_path(path, provider="cpu", log=lambda _: None) for path in teachers]
+        if teacher_logits and name not in held:
+            raise SystemExit(f"{teacher_logits[0]} holds no logits of sequence {name}")
+        members = [
+            MotionSegmenter.from_path(path, provider="cpu", log=lambda _: None)
+            for path in ([] if teacher_logits else teachers)
+        ]
         thresholds = [member.moving_threshold for member in members]
         learner = MotionSegmenter.from_path(student, provider="cpu", log=lambda _: None)
         row = table[sensor_label(sequence.sensor)]
         for frame, pose, stamp in zip(sequence.frames, sequence.poses, sequence.times, strict=True):
             scan = sequence.read_scan(frame)
+            # The student (and member) windows need every scan, counted or not.
             results = [member.process(scan, pose, float(stamp)) for member in members]
-            by_teacher = ensemble_labels(results, thresholds)
             by_student = learner.process(scan, pose, float(stamp)).labels
+            if teacher_logits:
+                if int(frame) not in held[name]:
+                    continue
+                by_teacher = stored_labels(
+                    load_teacher_logits(teacher_logits[0], name, int(frame)), teacher_logits[1]
+                )
+            else:
+                by_teacher = ensemble_labels(results, thresholds)
             semantic = sequence.read_labels(frame)[0]
             truth = mos_labels(semantic)
             scored = (by_teacher != LABEL_UNKNOWN) & (by_student != LABEL_UNKNOWN)
@@ -126,19 +174,31 @@ def compare(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
+    teacher = parser.add_mutually_exclusive_group(required=True)
+    teacher.add_argument(
         "--teacher",
         type=Path,
         nargs="+",
-        required=True,
         help="ONNX model(s) taken as the teacher (several: an ensemble)",
+    )
+    teacher.add_argument(
+        "--teacher-logits",
+        type=Path,
+        help="or a `kdmos train dump-logits` folder of these sequences (a teacher that cannot be exported)",
+    )
+    parser.add_argument(
+        "--teacher-threshold", type=float, default=0.5, help="P(moving) threshold of --teacher-logits (0.5)"
     )
     parser.add_argument("--student", type=Path, required=True, help="ONNX model taken as the student")
     parser.add_argument("--data", type=Path, default=Path("data/sim"), help="labelled dataset root")
     parser.add_argument("--sequences", default="50,51,52,53,54,55,56")
     args = parser.parse_args()
-    table = compare(args.teacher, args.student, args.data, args.sequences.split(","))
-    teacher = " + ".join(str(path) for path in args.teacher)
+    stored = (args.teacher_logits, args.teacher_threshold) if args.teacher_logits else None
+    table = compare(args.teacher or [], args.student, args.data, args.sequences.split(","), stored)
+    if stored:
+        teacher = f"{args.teacher_logits} (stored logits, P(moving) ≥ {args.teacher_threshold})"
+    else:
+        teacher = " + ".join(str(path) for path in args.teacher)
     print(f"teacher {teacher}, student {args.student}, sequences {args.sequences}")
     print("truly moving points (% of them): found by both / teacher only / student only / neither;")
     print("static points labelled moving (% of static): teacher / student")
