@@ -3,14 +3,14 @@
     python benchmarks/loss_scales.py config/train/sim/student_nano_kd_ensemble.yaml \
         runs/sim/student_nano180_kdens_s0/best.pt --batches 25
 
-Loads the recipe (it must have a ``distill`` section: its teacher and settings) and a student
-checkpoint of the same preset (distilled or not: an undistilled checkpoint shows how far the plain
-recipe ends from the teacher), draws ``--batches`` training batches as the trainer does (epoch 0's
-order and augmentation) and prints the mean over them of: the segmentation loss (Lovász + weighted
-CE), KDMOS's non-target term L_NC and target term L_TC (unweighted, at the recipe's temperature), the
-weighted distillation term ``kd_weight · (non_target_weight · L_NC + L_TC)`` and its share of the
-total. Issue 23 asks for these loss scales per teacher where distillation did not pay. The machine
-does not matter here (no timing).
+Loads the recipe (its ``distill`` section: stored teacher logits or online ``teacher_students``,
+and the settings) and a student checkpoint of the same preset (distilled or not: an undistilled
+checkpoint shows how far the plain recipe ends from the teacher), draws ``--batches`` training
+batches as the trainer does (epoch 0's order and augmentation) and prints the mean over them of: the
+segmentation loss (Lovász + weighted CE), KDMOS's non-target term L_NC and target term L_TC
+(unweighted, at the recipe's temperature), the weighted distillation term ``kd_weight ·
+(non_target_weight · L_NC + L_TC)`` and its share of the total. Issue 23 asks for these loss scales
+per teacher where distillation did not pay. The machine does not matter here (no timing).
 """
 
 from __future__ import annotations
@@ -45,10 +45,14 @@ def loss_terms(trainer: Trainer, batches: int) -> dict[str, float]:
         batch = drawn.to(trainer.device)
         total = float(adapter.loss(model, batch))
         output = model(batch.point_features, batch.point_cells, batch.motion_bev)
-        assert batch.teacher_logits is not None
+        if adapter.student_teachers is not None:
+            teacher_logits = adapter.student_teachers.logits(batch)
+        else:
+            assert batch.teacher_logits is not None
+            teacher_logits = batch.teacher_logits
         weights = adapter.class_weights
         assert weights is not None, "the nano and lite recipes weight the classes"
-        args = (output, batch, batch.teacher_logits, batch.relation_features, weights)
+        args = (output, batch, teacher_logits, batch.relation_features, weights)
         tc = float(distill.distillation_loss(only_tc, *args))
         nc = float(distill.distillation_loss(only_nc, *args)) - tc
         weighted = float(distill.distillation_loss(settings, *args))
@@ -67,8 +71,10 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=25, help="Training batches to average (default 25).")
     args = parser.parse_args()
     config = load_config(args.recipe)
-    if config.distill is None or config.distill.teacher_logits is None:
-        raise SystemExit(f"{args.recipe} has no distill.teacher_logits: nothing to measure against")
+    if config.distill is None or config.distill.teacher_checkpoint is not None:
+        raise SystemExit(
+            f"{args.recipe} has no distill.teacher_logits or teacher_students to measure against"
+        )
     config = config.model_copy(update={"data": config.data.model_copy(update={"num_workers": 0})})
     trainer = Trainer(config, out_dir=Path("/nonexistent"), log=lambda _: None, progress=False)
     payload = torch.load(args.checkpoint, map_location="cpu", weights_only=True)

@@ -126,6 +126,11 @@ class DistillConfig(_Section):
     teacher_checkpoint: Path | None = Field(
         None, description="Teacher checkpoint to run online on every batch instead of stored logits."
     )
+    teacher_students: tuple[Path, ...] = Field(
+        (),
+        description="Student checkpoints that read the student's own inputs (same preset features), run "
+        "online on every augmented batch; several are an ensemble (their mean class probabilities).",
+    )
     temperature: float = Field(4.0, gt=0.0, description="KDMOS: T = 4.")
     kd_weight: float = Field(0.3, ge=0.0, description="KDMOS: 0.3 · (3 · L_NC + L_TC); 0 turns it off.")
     non_target_weight: float = Field(3.0, ge=0.0, description="KDMOS: the 3 in 3 · L_NC.")
@@ -136,8 +141,16 @@ class DistillConfig(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> DistillConfig:
-        if (self.teacher_logits is None) == (self.teacher_checkpoint is None):
-            raise ValueError("give exactly one of teacher_logits (offline) and teacher_checkpoint (online)")
+        given = [
+            self.teacher_logits is not None,
+            self.teacher_checkpoint is not None,
+            bool(self.teacher_students),
+        ]
+        if sum(given) != 1:
+            raise ValueError(
+                "give exactly one of teacher_logits (offline), teacher_checkpoint (online) and "
+                "teacher_students (online, the student's own inputs)"
+            )
         return self
 
 

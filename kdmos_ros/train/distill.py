@@ -6,7 +6,16 @@ Two sources of teacher outputs, chosen by the recipe's ``distill:`` section:
   stored per (sequence, frame). A sample's points are rows of its scan file (augmentation moves them
   rigidly, it never drops or reorders them), so the student's valid points pick their rows directly;
 - **online** (``teacher_checkpoint``): the frozen teacher runs on every batch, on the teacher input
-  built from the very same (augmented) window (:func:`~kdmos_ros.train.teacher_data.teacher_sample`).
+  built from the very same (augmented) window (:func:`~kdmos_ros.train.teacher_data.teacher_sample`);
+- **online, the student's own inputs** (``teacher_students``, :class:`StudentTeachers`): frozen
+  student checkpoints of the same input definition (one, or an ensemble) run on the batch itself.
+
+Stored logits are of the unaugmented scans, while the student trains on rotated, mirrored, shifted
+windows with a perturbed mounting: the networks of this project are not invariant to that in their
+small non-target probabilities, and on the multi-sensor drives the student of the nano ensemble was
+about ten times further (in KDMOS's L_NC) from the stored targets than from the same ensemble run
+on its augmented batch (docs/results.md). Where the teacher reads the student's inputs, the online
+source gives targets for what the student sees.
 
 The loss added to the student's Lovász + CE (:func:`distillation_loss`):
 
@@ -33,10 +42,16 @@ from kdmos_ros.io.semantickitti import KDMOS_IGNORE, KDMOS_MOVING
 from kdmos_ros.train.config import DistillConfig
 from kdmos_ros.train.data import Batch, Window
 from kdmos_ros.train.losses import kdmos_loss, logit_kd_loss, relation_kd_loss
-from kdmos_ros.train.models.student import StudentNet, StudentOutput
+from kdmos_ros.train.models.student import StudentConfig, StudentNet, StudentOutput, load_student
 from kdmos_ros.train.models.teacher import MotionContext
 from kdmos_ros.train.teacher_data import teacher_sample
-from kdmos_ros.train.teacher_logits import INDEX_KIND, load_teacher_features, load_teacher_logits
+from kdmos_ros.train.teacher_logits import (
+    INDEX_KIND,
+    ensemble_log_probs,
+    load_teacher_features,
+    load_teacher_logits,
+    same_inputs,
+)
 
 
 class DistillError(KdmosError):
@@ -114,6 +129,38 @@ class OnlineTargets:
             pick = _relation_pick(window.rng, int(valid.sum()), self.relation_points)
             targets["relation_index"] = pick.astype(np.int64)
         return targets
+
+
+class StudentTeachers:
+    """Frozen student checkpoints that read the student's own inputs, run on every batch: their
+    point logits, or for several the log of their mean class probabilities
+    (:func:`~kdmos_ros.train.teacher_logits.ensemble_log_probs`, as ``dump-logits -c A -c B`` stores)."""
+
+    def __init__(self, paths: tuple[Path, ...], student: StudentConfig) -> None:
+        reference = student.to_contract()
+        self.members: list[StudentNet] = []
+        for path in paths:
+            try:
+                model, config, _ = load_student(path)
+            except (OSError, KdmosError, RuntimeError, KeyError) as error:
+                raise DistillError(f"cannot load teacher_students entry {path}: {error}") from None
+            same_inputs(reference, config.to_contract(), path, against="the student")
+            if config.future != student.future:
+                raise DistillError(f"teacher {path} and the student differ in future (the motion channels)")
+            model.requires_grad_(False)
+            self.members.append(model.eval())
+        self.paths = paths
+
+    @torch.no_grad()
+    def logits(self, batch: Batch) -> Tensor:
+        """[N, C] teacher logits at the batch's points."""
+        outputs = []
+        for member in self.members:
+            member.to(batch.point_features.device)
+            outputs.append(member(batch.point_features, batch.point_cells, batch.motion_bev).point_logits)
+        if len(outputs) == 1:
+            return outputs[0].float()
+        return ensemble_log_probs(torch.stack(outputs)).float()
 
 
 class DistilledStudent(nn.Module):

@@ -26,12 +26,14 @@ the distillation step can pick exactly the points the student keeps (its in-grid
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from kdmos_ros.errors import KdmosError
@@ -166,19 +168,26 @@ def ensemble_logits(members: list[np.ndarray]) -> np.ndarray:
     distillation losses. In float64 log space: a gated class sits 30 logits below the others
     (``GATE_PENALTY``) and must not underflow to log 0.
     """
-    log_p = torch.from_numpy(np.stack(members)).double().log_softmax(dim=2)
-    mean = torch.logsumexp(log_p, dim=0) - np.log(len(members))
-    return mean.float().numpy()
+    return ensemble_log_probs(torch.from_numpy(np.stack(members))).float().numpy()
 
 
-def _same_inputs(reference: ModelContract, other: ModelContract, path: str | Path) -> None:
-    """Ensemble members must read the same features and name the same classes."""
+def ensemble_log_probs(members: Tensor) -> Tensor:
+    """Torch twin of :func:`ensemble_logits`: [M, N, C] member logits → [N, C], in float64."""
+    log_p = members.double().log_softmax(dim=2)
+    return torch.logsumexp(log_p, dim=0) - math.log(members.shape[0])
+
+
+def same_inputs(
+    reference: ModelContract, other: ModelContract, path: str | Path, against: str = "the first model"
+) -> None:
+    """A teacher run on another model's inputs (an ensemble member, an online student teacher) must
+    read the same features and name the same classes."""
     fields = ("feature_version", "grid", "motion", "input_options", "classes", "point_features")
     differing = [field for field in fields if getattr(reference, field) != getattr(other, field)]
     if differing:
         raise KdmosError(
-            f"ensemble member {path} computes other inputs than the first model ({', '.join(differing)} "
-            "differ): an ensemble teacher needs models of one preset and feature definition"
+            f"teacher {path} computes other inputs than {against} ({', '.join(differing)} differ): "
+            "it must be a model of the same preset and feature definition"
         )
 
 
@@ -195,7 +204,7 @@ def _dump_onnx(
     runners = [ModelRunner(path) for path in model_paths]
     contract = runners[0].contract
     for path, runner in zip(model_paths[1:], runners[1:], strict=True):
-        _same_inputs(contract, runner.contract, path)
+        same_inputs(contract, runner.contract, path)
     dataset = MosDataset(config.data.root, config.data.train_sequences, contract)
     frames: dict[str, list[int]] = {name: [] for name in config.data.train_sequences}
     for sample in _stream(dataset, frames, config.data.num_workers, progress):

@@ -122,11 +122,21 @@ class StudentAdapter:
         # Distillation (train/distill.py): the teacher's outputs, stored or from the teacher itself.
         self.distill = config.distill
         self.teacher: nn.Module | None = None
+        self.student_teachers: distill.StudentTeachers | None = None
         self.targets: distill.OfflineTargets | distill.OnlineTargets | None = None
         self.teacher_dim = 0
         if self.distill is not None:
             relation = self.distill.relation_points if self.distill.relation_weight > 0 else None
-            if self.distill.teacher_checkpoint is not None:
+            if self.distill.teacher_students:
+                if relation is not None:
+                    raise KdmosError(
+                        "distill.teacher_students gives logits only: relation KD needs a teacher_checkpoint "
+                        "or stored features (set relation_weight: 0)"
+                    )
+                self.student_teachers = distill.StudentTeachers(
+                    self.distill.teacher_students, self.model_config
+                )
+            elif self.distill.teacher_checkpoint is not None:
                 self.teacher, extra = teacher_models.load_teacher(self.distill.teacher_checkpoint)
                 if self.teacher.config.bev_branch is not None:
                     raise KdmosError(
@@ -185,7 +195,9 @@ class StudentAdapter:
         if self.distill is None:
             return loss
         relation = self.distill.relation_weight > 0
-        if self.teacher is not None:
+        if self.student_teachers is not None:
+            teacher_logits, teacher_features = self.student_teachers.logits(batch), None
+        elif self.teacher is not None:
             self.teacher.to(batch.labels.device).eval()
             teacher_logits, teacher_features = distill.run_teacher(self.teacher, batch, relation)
         else:
@@ -215,7 +227,8 @@ class StudentAdapter:
         training: dict[str, Any] = {"recipe": self.config.model.preset, "epoch": extra["trainer"]["epoch"]}
         if self.distill is not None:
             source = self.distill.teacher_checkpoint or self.distill.teacher_logits
-            training["distilled_from"] = str(source)
+            members = self.distill.teacher_students
+            training["distilled_from"] = " + ".join(str(path) for path in members) if members else str(source)
         if isinstance(model, distill.DistilledStudent):
             extra = {**extra, "projector": dict(model.projector.state_dict())}
             model = model.student

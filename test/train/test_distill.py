@@ -12,6 +12,7 @@ import torch
 from support import recipe, write_recipe
 
 from kdmos_ros.cli import main
+from kdmos_ros.errors import KdmosError
 from kdmos_ros.evaluate import label_sequence
 from kdmos_ros.io.semantickitti import KDMOS_IGNORE, KDMOS_MOVING, SemanticKittiSequence
 from kdmos_ros.paths import model_path
@@ -23,7 +24,7 @@ from kdmos_ros.train import distill
 from kdmos_ros.train.config import DistillConfig, parse_config
 from kdmos_ros.train.data import Batch, Collate, MosDataset
 from kdmos_ros.train.losses import kdmos_loss, logit_kd_loss, relation_kd_loss
-from kdmos_ros.train.models.student import StudentOutput
+from kdmos_ros.train.models.student import StudentOutput, load_student
 from kdmos_ros.train.models.teacher import load_teacher
 from kdmos_ros.train.teacher_logits import ensemble_logits, load_teacher_features, load_teacher_logits
 from kdmos_ros.train.trainer import Trainer
@@ -293,3 +294,109 @@ def test_an_ensemble_needs_exported_models_that_compute_the_same_inputs(
     assert main([*command, "-c", str(model_path("lite")), "-c", str(tmp_path / "student.pt")]) == 1
     assert "an ensemble teacher is made of exported models (.onnx) only" in capsys.readouterr().err
     assert not (tmp_path / "logits" / "index.json").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_students(root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two tiny students of the test recipe (seeds 1 and 2), as teachers that read the student's inputs."""
+    work = tmp_path_factory.mktemp("students")
+    paths = []
+    for seed in (1, 2):
+        payload = recipe(root, work / f"s{seed}", "student", epochs=1)
+        payload["run"]["seed"] = seed
+        Trainer(parse_config(payload), progress=False, log=lambda _: None).fit()
+        paths.append(work / f"s{seed}" / "best.pt")
+    return paths[0], paths[1]
+
+
+def _first_batch(trainer: Trainer) -> Batch:
+    return next(iter(trainer._batches(trainer._loader(trainer.train_set, 0, train=True), 1)))
+
+
+def test_a_student_teacher_sees_the_augmented_batch_the_stored_logits_do_not(
+    root: Path, tiny_students: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The student itself as its teacher: online, no distillation loss at all; from its own logits
+    stored on the unaugmented scans, a loss (the augmentation moved every point to other cells)."""
+    own, _ = tiny_students
+    config = write_recipe(tmp_path / "plain.yaml", recipe(root, tmp_path / "unused", "student", epochs=1))
+    stored = tmp_path / "own_logits"
+    assert main(["train", "dump-logits", str(config), "-c", str(own), "-o", str(stored)]) == 0
+    losses = {}
+    for name, source in (
+        ("online", {"teacher_students": [str(own)]}),
+        ("stored", {"teacher_logits": str(stored)}),
+    ):
+        payload = student_recipe(root, tmp_path / name, **source)
+        payload["augment"] = {"rotate": True, "flip": True, "translate_std": 0.5}
+        trainer = Trainer(parse_config(payload), progress=False, log=lambda _: None)
+        trainer.adapter.load_weights(trainer.model, torch.load(own, weights_only=True))
+        trainer.model.eval()
+        batch = _first_batch(trainer)
+        with torch.no_grad():
+            output = trainer.model(batch.point_features, batch.point_cells, batch.motion_bev)
+            if name == "online":
+                teacher_logits = trainer.adapter.student_teachers.logits(batch)
+                assert torch.equal(teacher_logits, output.point_logits)
+            else:
+                teacher_logits = batch.teacher_logits
+            settings = trainer.config.distill
+            losses[name] = float(
+                distill.distillation_loss(
+                    settings, output, batch, teacher_logits, None, trainer.adapter.class_weights
+                )
+            )
+    assert losses["online"] < 1e-6 < 1e-3 < losses["stored"]
+
+
+def test_several_student_teachers_teach_their_mean_probability(
+    root: Path, tiny_students: tuple[Path, Path], tmp_path: Path
+) -> None:
+    payload = student_recipe(root, tmp_path / "run", teacher_students=[str(p) for p in tiny_students])
+    trainer = Trainer(parse_config(payload), progress=False, log=lambda _: None)
+    batch = _first_batch(trainer)
+    combined = trainer.adapter.student_teachers.logits(batch)
+    members = []
+    for path in tiny_students:
+        model, _, _ = load_student(path)
+        with torch.no_grad():
+            members.append(
+                model(batch.point_features, batch.point_cells, batch.motion_bev).point_logits.numpy()
+            )
+    np.testing.assert_allclose(combined.numpy(), ensemble_logits(members), atol=1e-5)
+    assert not np.allclose(members[0], members[1], atol=1e-2)  # two different teachers
+    # A run distils from them and says so in its checkpoint; they do not train.
+    before = [p.clone() for p in trainer.adapter.student_teachers.members[0].parameters()]
+    trainer.fit()
+    after = list(trainer.adapter.student_teachers.members[0].parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert saved["training"]["distilled_from"] == f"{tiny_students[0]} + {tiny_students[1]}"
+
+
+def test_student_teachers_must_read_the_students_inputs(
+    root: Path, tiny_students: tuple[Path, Path], tmp_path: Path
+) -> None:
+    other = student_recipe(root, tmp_path / "run", teacher_students=[str(tiny_students[0])])
+    other["model"] = {
+        "kind": "student",
+        "preset": "lite",
+        "overrides": {"grid": {"n_rho": 32, "n_phi": 64, "n_z": 8}},
+    }
+    with pytest.raises(KdmosError, match="computes other inputs than the student \\(grid differ\\)"):
+        Trainer(parse_config(other), progress=False, log=lambda _: None)
+    relation = student_recipe(
+        root, tmp_path / "run", teacher_students=[str(tiny_students[0])], relation_weight=0.001
+    )
+    with pytest.raises(KdmosError, match="relation KD needs a teacher_checkpoint"):
+        Trainer(parse_config(relation), progress=False, log=lambda _: None)
+    from kdmos_ros.train.config import TrainConfigError
+
+    both = student_recipe(
+        root, tmp_path / "run", teacher_students=[str(tiny_students[0])], teacher_logits="x"
+    )
+    with pytest.raises(TrainConfigError, match="exactly one of"):
+        parse_config(both)
+    missing = student_recipe(root, tmp_path / "run", teacher_students=[str(tmp_path / "none.pt")])
+    with pytest.raises(KdmosError, match="cannot load teacher_students entry"):
+        Trainer(parse_config(missing), progress=False, log=lambda _: None)
