@@ -34,8 +34,6 @@ RECIPES = Path(__file__).resolve().parents[2] / "config" / "train"
         ("sim/student_nano", "student", "nano"),
         ("sim/student_nano_kd", "student", "nano"),
         ("sim/student_nano_kd_ensemble", "student", "nano"),
-        ("sim/student_nano_kd_ensemble_tc", "student", "nano"),
-        ("sim/student_nano_kd_ensemble_t2", "student", "nano"),
         ("sim/student_nano_kd_future", "student", "nano"),
         ("sim/student_nano_kd_ensemble_online", "student", "nano"),
         ("sim/student_nano_kd_ensemble_online_w3", "student", "nano"),
