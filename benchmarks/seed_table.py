@@ -66,11 +66,12 @@ def parse_group(text: str) -> tuple[str, list[Path]]:
 
 
 def read_groups(arguments: list[list[str]]) -> list[Group]:
-    """Groups from ``--group`` occurrences; extra words after one are more reports of that group."""
+    """Groups from ``--group`` occurrences; extra words after one are more reports of that group, with
+    or without the ``NAME=`` the shell's brace expansion repeats on each (``"a"=r{0,1}.json``)."""
     groups = []
     for words in arguments:
         name, paths = parse_group(words[0])
-        paths += [Path(word) for word in words[1:]]
+        paths += [Path(word.removeprefix(f"{name}=")) for word in words[1:]]
         groups.append(Group(name, [read_report(path) for path in paths]))
     columns = [set(seed) for group in groups for seed in group.seeds]
     if any(column != columns[0] for column in columns):

@@ -54,6 +54,9 @@ def test_a_gain_inside_the_spread_is_not_a_pass_and_few_seeds_are_named(tmp_path
     groups = seed_table.read_groups([["none=" + ",".join(map(str, base))], ["kd=" + str(kd[0])]])
     (verdict,) = seed_table.verdicts(groups)
     assert "does not exceed" in verdict and "only 1 seed(s)" in verdict
+    # The shell's brace expansion repeats the name on every word: `--group "none"=b{0,1}.json`.
+    (expanded,) = seed_table.read_groups([[f"none={base[0]}", f"none={base[1]}"]])
+    assert expanded.spread() == pytest.approx(groups[0].spread()) and len(expanded.seeds) == 2
 
 
 def test_reports_of_other_drives_or_other_files_are_refused(tmp_path: Path) -> None:
