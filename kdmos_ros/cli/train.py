@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,11 +14,32 @@ from kdmos_ros.cli.common import (
 )
 from kdmos_ros.errors import KdmosError
 
+if TYPE_CHECKING:
+    from kdmos_ros.train.config import DistillConfig
+
 train_app = typer.Typer(
     help="Train the teacher and the student from a recipe (config/train/*.yaml); dump teacher logits.",
     no_args_is_help=True,
 )
 app.add_typer(train_app, name="train")
+
+
+def distillation_source(distill: DistillConfig) -> str:
+    """One line: where the teacher's outputs come from and the KD weights."""
+    if distill.teacher_students:
+        names = ", ".join(str(path) for path in distill.teacher_students)
+        source = f"{len(distill.teacher_students)} student checkpoint(s) run online on every batch ({names})"
+    elif distill.teacher_checkpoint is not None:
+        source = f"the teacher {distill.teacher_checkpoint}, run online on every batch"
+    else:
+        source = f"the logits stored in {distill.teacher_logits}"
+    weights = f"{distill.kd_weight:g} · ({distill.non_target_weight:g} L_NC + L_TC)"
+    terms = f"KDMOS T = {distill.temperature:g}, {weights}"
+    if distill.relation_weight > 0:
+        terms += f", SRKD relation {distill.relation_weight:g}"
+    if distill.logit_weight > 0:
+        terms += f", logit KL {distill.logit_weight:g}"
+    return f"{source}: {terms}"
 
 
 def _run_training(
@@ -54,6 +75,10 @@ def _run_training(
             highlight=False,
             soft_wrap=True,
         )
+        if config.distill is not None:
+            console.print(
+                f"distilling from {distillation_source(config.distill)}", highlight=False, soft_wrap=True
+            )
     summary = trainer.fit()
     if trainer.dist.main:
         best = f"{100 * summary.best_moving_iou:.2f} %" if summary.best_epoch >= 0 else "n/a"

@@ -400,3 +400,21 @@ def test_student_teachers_must_read_the_students_inputs(
     missing = student_recipe(root, tmp_path / "run", teacher_students=[str(tmp_path / "none.pt")])
     with pytest.raises(KdmosError, match="cannot load teacher_students entry"):
         Trainer(parse_config(missing), progress=False, log=lambda _: None)
+
+
+def test_the_training_log_names_the_teacher_source_and_weights(root: Path, tmp_path: Path) -> None:
+    from kdmos_ros.cli.train import distillation_source
+
+    def line(**section: object) -> str:
+        config = parse_config(student_recipe(root, tmp_path, **section))
+        assert config.distill is not None
+        return distillation_source(config.distill)
+
+    assert line(teacher_students=["a.pt", "b.pt"], kd_weight=3.0) == (
+        "2 student checkpoint(s) run online on every batch (a.pt, b.pt): KDMOS T = 4, 3 · (3 L_NC + L_TC)"
+    )
+    assert line(teacher_logits="dir", relation_weight=0.001).startswith(
+        "the logits stored in dir: KDMOS T = 4"
+    )
+    assert line(teacher_logits="dir", relation_weight=0.001).endswith("SRKD relation 0.001")
+    assert "the teacher t.pt, run online" in line(teacher_checkpoint="t.pt", temperature=2.0)
