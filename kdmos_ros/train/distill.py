@@ -149,7 +149,6 @@ class StudentTeachers:
                 raise DistillError(f"teacher {path} and the student differ in future (the motion channels)")
             model.requires_grad_(False)
             self.members.append(model.eval())
-        self.paths = paths
 
     @torch.no_grad()
     def logits(self, batch: Batch) -> Tensor:
