@@ -104,6 +104,18 @@ def transform(xyz: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return out
 
 
+def _radius(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """sqrt(x² + y²) in float32.
+
+    Not ``np.hypot``: numpy's hypot has no vector loop and took a fifth of each height map (0.25 of
+    0.85 ms on a thinned KITTI scan, 6× this); it guards against overflow, which LiDAR coordinates
+    never reach, and the two differ by at most one unit in the last place.
+    """
+    out = x * x
+    out += y * y
+    return np.sqrt(out, out=out)
+
+
 def _scale(values: np.ndarray, low: float, size: float) -> np.ndarray:
     """``values`` in units of cells from ``low`` (float32): floor gives the cell.
 
@@ -134,7 +146,7 @@ def point_inputs(
     see :func:`intensity_feature`), for the valid points in input order.
     """
     x, y, z = columns(points, to_canonical)
-    rho = np.hypot(x, y)
+    rho = _radius(x, y)
     u_rho = _scale(rho, grid.rho_min, grid.cell_size[0])
     valid = np.isfinite(x + y + z) & (u_rho >= 0) & (u_rho < grid.n_rho)
     values = points[:, 3]
@@ -196,7 +208,7 @@ def height_map(
     occlusion mask (cells beyond the farthest return of an azimuth are unknown).
     """
     x, y, z = columns(xyz, matrix)
-    u_rho = _scale(np.hypot(x, y), grid.rho_min, grid.cell_size[0])
+    u_rho = _scale(_radius(x, y), grid.rho_min, grid.cell_size[0])
     u_z = _scale(z, grid.z_min, grid.cell_size[2])
     keep = (u_rho >= 0) & (u_rho < grid.n_rho) & (u_z >= 0) & (u_z < grid.n_z)
     ri = u_rho[keep].astype(np.int64)  # non-negative: truncation is floor

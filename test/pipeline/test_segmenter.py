@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,22 @@ def test_moving_probability_ignores_the_ignore_class() -> None:
     logits = np.array([[100.0, 0.0, 0.0, 0.0], [0.0, 1.0, -50.0, 1.0]], dtype=np.float32)
     prob = moving_probability(logits, moving_class=3, ignore_class=0)
     np.testing.assert_allclose(prob, [1 / 3, 0.5], rtol=1e-6)
+
+
+def test_moving_probability_is_the_softmax_even_for_extreme_logits() -> None:
+    rng = np.random.default_rng(0)
+    logits = (rng.normal(size=(500, 4)) * 30.0).astype(np.float32)
+    logits[:3] = [[0.0, 200.0, -200.0, 0.0], [0.0, -200.0, 0.0, 200.0], [0.0, 0.0, np.nan, 0.0]]
+    scores = logits[:, 1:].astype(np.float64)
+    exp = np.exp(scores - np.nanmax(scores, axis=1, keepdims=True))
+    expected = exp[:, 2] / exp.sum(axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflowing term must not warn once per scan
+        prob = moving_probability(logits, moving_class=3, ignore_class=0)
+    assert prob.dtype == np.float32
+    np.testing.assert_allclose(prob[:2], [0.0, 1.0], atol=1e-30)
+    assert np.isnan(prob[2])  # a broken output stays visible to the segmenter's check
+    np.testing.assert_allclose(prob[3:], expected[3:], rtol=1e-5, atol=1e-30)
 
 
 def test_the_moving_box_is_labelled_moving_and_the_street_static(segmenter_path: Path) -> None:
