@@ -8,7 +8,8 @@ Two sources of teacher outputs, chosen by the recipe's ``distill:`` section:
 - **online** (``teacher_checkpoint``): the frozen teacher runs on every batch, on the teacher input
   built from the very same (augmented) window (:func:`~kdmos_ros.train.teacher_data.teacher_sample`);
 - **online, the student's own inputs** (``teacher_students``, :class:`StudentTeachers`): frozen
-  student checkpoints of the same input definition (one, or an ensemble) run on the batch itself.
+  student checkpoints of the same input definition (one, or an ensemble) run on the batch itself,
+  non-causal ones (``future: true``) with the channels against the next scans added to the batch.
 
 Stored logits are of the unaugmented scans, while the student trains on rotated, mirrored, shifted
 windows with a perturbed mounting: the networks of this project are not invariant to that in their
@@ -134,7 +135,12 @@ class OnlineTargets:
 class StudentTeachers:
     """Frozen student checkpoints that read the student's own inputs, run on every batch: their
     point logits, or for several the log of their mean class probabilities
-    (:func:`~kdmos_ros.train.teacher_logits.ensemble_log_probs`, as ``dump-logits -c A -c B`` stores)."""
+    (:func:`~kdmos_ros.train.teacher_logits.ensemble_log_probs`, as ``dump-logits -c A -c B`` stores).
+
+    A member may be non-causal (``future: true``): it reads the same points and causal motion
+    channels as the student, plus the channels against the next scans, which the batch then carries
+    after the causal ones (:attr:`needs_future`); each network takes the channels it was built for.
+    """
 
     def __init__(self, paths: tuple[Path, ...], student: StudentConfig) -> None:
         reference = student.to_contract()
@@ -145,10 +151,13 @@ class StudentTeachers:
             except (OSError, KdmosError, RuntimeError, KeyError) as error:
                 raise DistillError(f"cannot load teacher_students entry {path}: {error}") from None
             same_inputs(reference, config.to_contract(), path, against="the student")
-            if config.future != student.future:
-                raise DistillError(f"teacher {path} and the student differ in future (the motion channels)")
             model.requires_grad_(False)
             self.members.append(model.eval())
+
+    @property
+    def needs_future(self) -> bool:
+        """Whether some member reads the motion channels against the next scans."""
+        return any(member.config.future for member in self.members)
 
     @torch.no_grad()
     def logits(self, batch: Batch) -> Tensor:
@@ -156,7 +165,8 @@ class StudentTeachers:
         outputs = []
         for member in self.members:
             member.to(batch.point_features.device)
-            outputs.append(member(batch.point_features, batch.point_cells, batch.motion_bev).point_logits)
+            motion_bev = batch.motion_bev[:, : member.config.motion_channels]
+            outputs.append(member(batch.point_features, batch.point_cells, motion_bev).point_logits)
         if len(outputs) == 1:
             return outputs[0].float()
         return ensemble_log_probs(torch.stack(outputs)).float()

@@ -175,7 +175,9 @@ class StudentAdapter:
             data.min_moving_points,
             self.config.run.seed,
             self.targets,
-            self.model_config.future,
+            # A non-causal online teacher needs the next scans' channels in the training batches.
+            self.model_config.future
+            or (self.student_teachers is not None and self.student_teachers.needs_future),
         )
         val = (
             MosDataset(data.root, data.val_sequences, self.contract, future=self.model_config.future)
@@ -185,7 +187,9 @@ class StudentAdapter:
         return train, val
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        output = model(batch.point_features, batch.point_cells, batch.motion_bev)
+        # Training batches may carry a non-causal teacher's extra channels after the student's own.
+        motion_bev = batch.motion_bev[:, : self.model_config.motion_channels]
+        output = model(batch.point_features, batch.point_cells, motion_bev)
         loss = segmentation_loss(
             output.voxel_logits,
             gated_labels(batch.voxel_labels, output.gate),

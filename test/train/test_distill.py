@@ -374,6 +374,47 @@ def test_several_student_teachers_teach_their_mean_probability(
     assert saved["training"]["distilled_from"] == f"{tiny_students[0]} + {tiny_students[1]}"
 
 
+def test_a_non_causal_student_teacher_reads_the_next_scans_the_student_does_not(
+    root: Path, tmp_path: Path
+) -> None:
+    """A future (non-causal) member adds the channels against the next scans to the training batches
+    only: it reads them, the student and the validation batches keep the causal ones."""
+    payload = recipe(root, tmp_path / "future", "student", epochs=1)
+    payload["model"]["overrides"] = {**payload["model"]["overrides"], "future": True}
+    Trainer(parse_config(payload), progress=False, log=lambda _: None).fit()
+    future_teacher = tmp_path / "future" / "best.pt"
+
+    trainer = Trainer(
+        parse_config(student_recipe(root, tmp_path / "run", teacher_students=[str(future_teacher)])),
+        progress=False,
+        log=lambda _: None,
+    )
+    causal = trainer.adapter.model_config.motion_channels
+    assert trainer.adapter.student_teachers.needs_future
+    batch = _first_batch(trainer)
+    assert batch.motion_bev.shape[1] == 2 * causal
+    assert batch.motion_bev[:, causal:].abs().sum() > 0  # the next scans are in the batch
+    val_batch = next(iter(trainer._batches(trainer._loader(trainer.val_set, 0, train=False), 1)))
+    assert val_batch.motion_bev.shape[1] == causal
+
+    member, config, _ = load_student(future_teacher)
+    assert config.future
+    taught = trainer.adapter.student_teachers.logits(batch)
+    with torch.no_grad():
+        full = member(batch.point_features, batch.point_cells, batch.motion_bev).point_logits
+        blind_bev = batch.motion_bev.clone()
+        blind_bev[:, causal:] = 0.0
+        blind = member(batch.point_features, batch.point_cells, blind_bev).point_logits
+    assert torch.equal(taught, full)
+    assert not torch.allclose(taught, blind, atol=1e-4)
+    # The student trains on its own channels: a finite loss, and a run that finishes.
+    assert torch.isfinite(trainer.adapter.loss(trainer.model, batch))
+    trainer.fit()
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert saved["training"]["distilled_from"] == str(future_teacher)
+    assert saved["config"]["future"] is False
+
+
 def test_student_teachers_must_read_the_students_inputs(
     root: Path, tiny_students: tuple[Path, Path], tmp_path: Path
 ) -> None:
