@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kdmos_ros.io.semantickitti import open_sequence
+from kdmos_ros.pipeline import window as window_module
 from kdmos_ros.pipeline.window import InvalidPoseError, ScanWindow, voxel_groups, voxel_thin
 
 
@@ -72,6 +73,19 @@ def test_thinning_of_a_real_scan_equals_a_unique_reference(kitti00_root: Path, o
     np.testing.assert_array_equal(first, expected_first)
     np.testing.assert_array_equal(inverse, expected_inverse)
     np.testing.assert_array_equal(voxel_thin(xyz, 0.15), xyz[expected_first])
+
+
+@pytest.mark.parametrize("load", [3, -20])
+def test_cubes_whose_hash_slots_collide_are_still_told_apart(
+    kitti00_root: Path, load: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # -20: a 16-slot table, so nearly every cube loses its slot to another and takes the sorted path.
+    monkeypatch.setattr(window_module, "_HASH_LOAD", load)
+    xyz = np.ascontiguousarray(open_sequence(kitti00_root, 0).read_scan(0)[:20000, :3])
+    expected_first, expected_inverse = _unique_reference(xyz, 0.15)
+    first, inverse = voxel_groups(xyz, 0.15)
+    np.testing.assert_array_equal(first, expected_first)
+    np.testing.assert_array_equal(inverse, expected_inverse)
 
 
 def test_a_thinned_push_is_stored_as_given() -> None:
