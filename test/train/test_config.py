@@ -38,6 +38,8 @@ RECIPES = Path(__file__).resolve().parents[2] / "config" / "train"
         ("sim/student_nano_kd_ensemble_online", "student", "nano"),
         ("sim/student_nano_kd_ensemble_online_w3", "student", "nano"),
         ("sim/teacher_lite_future", "student", "lite"),
+        ("sim/student_nano_kd_future_online", "student", "nano"),
+        ("sim/teacher_nano_future", "student", "nano"),
     ],
 )
 def test_shipped_recipes_validate(name: str, kind: str, preset: str) -> None:
@@ -59,6 +61,12 @@ def test_shipped_recipes_validate(name: str, kind: str, preset: str) -> None:
         lite = load_config(RECIPES / "sim" / "student_lite.yaml")
         exclude = {"data": {"val_sequences"}, "model": {"overrides"}, "run": True}
         assert config.model_dump(exclude=exclude) == lite.model_dump(exclude=exclude)
+    elif name == "sim/teacher_nano_future":
+        # Nano's recipe with the next scans' motion channels: the non-causal teacher of nano.
+        assert config.model.overrides == {"future": True} and config.distill is None
+        nano = load_config(RECIPES / "sim" / "student_nano.yaml")
+        exclude = {"model": {"overrides"}, "run": True}
+        assert config.model_dump(exclude=exclude) == nano.model_dump(exclude=exclude)
     elif name.startswith("sim/ablation/"):
         assert config.data.val_sequences == ()
     else:
