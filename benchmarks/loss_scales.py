@@ -44,7 +44,7 @@ def loss_terms(trainer: Trainer, batches: int) -> dict[str, float]:
     for drawn in trainer._batches(loader, batches):
         batch = drawn.to(trainer.device)
         total = float(adapter.loss(model, batch))
-        output = model(batch.point_features, batch.point_cells, batch.motion_bev)
+        output = adapter.forward(model, batch)
         if adapter.student_teachers is not None:
             teacher_logits = adapter.student_teachers.logits(batch)
         else:

@@ -186,10 +186,14 @@ class StudentAdapter:
         )
         return train, val
 
-    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        # Training batches may carry a non-causal teacher's extra channels after the student's own.
+    def forward(self, model: nn.Module, batch: Batch) -> student_models.StudentOutput:
+        """The student on a batch; training batches may carry a non-causal teacher's extra motion
+        channels after the student's own, which it does not read."""
         motion_bev = batch.motion_bev[:, : self.model_config.motion_channels]
-        output = model(batch.point_features, batch.point_cells, motion_bev)
+        return model(batch.point_features, batch.point_cells, motion_bev)
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        output = self.forward(model, batch)
         loss = segmentation_loss(
             output.voxel_logits,
             gated_labels(batch.voxel_labels, output.gate),
