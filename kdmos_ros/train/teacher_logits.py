@@ -139,15 +139,14 @@ def _dump_student(
     for sample in _stream(dataset, frames, config.data.num_workers, progress):
         batch = collate([sample]).to(device)
         output = model(batch.point_features, batch.point_cells, batch.motion_bev)
-        _write_scan(
-            out_dir,
-            sample.sequence,
-            sample.frame,
-            sample.valid,
-            output.point_logits,
-            output.point_embeddings,
-            feature_points,
-        )
+        rows, logits, embeddings = sample.valid, output.point_logits, output.point_embeddings
+        if sample.source is not None:
+            # Voxel inputs: every point of a cube takes its cube's outputs, as the node labels it
+            # (and as an exported student's dump stores them).
+            rows = sample.source >= 0
+            per_point = torch.from_numpy(sample.source[rows]).to(logits.device)
+            logits, embeddings = logits[per_point], embeddings[per_point]
+        _write_scan(out_dir, sample.sequence, sample.frame, rows, logits, embeddings, feature_points)
     trainer = extra.get("trainer")
     return {
         "classes": list(student_config.classes),

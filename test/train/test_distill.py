@@ -232,6 +232,33 @@ def test_an_exported_model_teaches_through_the_nodes_pipeline(root: Path, tmp_pa
     assert not list(logits_dir.glob("00/*.feat.npz"))  # logits only: no features to relate
 
 
+def test_a_voxel_input_checkpoint_stores_logits_for_every_point_as_its_export_does(
+    root: Path, tmp_path: Path
+) -> None:
+    """A student on voxel inputs (nano) labels every point of a cube: its checkpoint's dump and its
+    ONNX export's dump hold logits for the same points, and (up to float16) the same logits."""
+    payload = recipe(root, tmp_path / "run", "student", epochs=1)
+    payload["model"]["overrides"] = {**payload["model"]["overrides"], "input_options": {"points": "voxel"}}
+    config = write_recipe(tmp_path / "voxel.yaml", payload)
+    assert main(["train", "student", str(config)]) == 0
+    checkpoint = tmp_path / "run" / "best.pt"
+    exported = tmp_path / "voxel.onnx"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(exported)]) == 0
+    dumps = {}
+    for name, source in (("checkpoint", checkpoint), ("onnx", exported)):
+        dumps[name] = tmp_path / name
+        assert main(["train", "dump-logits", str(config), "-c", str(source), "-o", str(dumps[name])]) == 0
+    frames = json.loads((dumps["onnx"] / "index.json").read_text())["frames"]["00"]
+    for frame in frames:
+        from_checkpoint = load_teacher_logits(dumps["checkpoint"], "00", frame).astype(np.float32)
+        from_onnx = load_teacher_logits(dumps["onnx"], "00", frame).astype(np.float32)
+        known = np.isfinite(from_onnx).all(axis=1)
+        np.testing.assert_array_equal(np.isfinite(from_checkpoint).all(axis=1), known)
+        # More points than network rows: the cubes' other points got their representative's logits.
+        assert known.sum() > len(np.unique(from_onnx[known], axis=0))
+        np.testing.assert_allclose(from_checkpoint[known], from_onnx[known], atol=3e-2)
+
+
 def test_ensemble_logits_are_the_log_of_the_members_mean_probability() -> None:
     rng = np.random.default_rng(3)
     members = [rng.normal(scale=4.0, size=(50, 4)).astype(np.float32) for _ in range(3)]
