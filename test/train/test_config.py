@@ -39,6 +39,7 @@ RECIPES = Path(__file__).resolve().parents[2] / "config" / "train"
         ("sim/student_nano_kd_ensemble_online_w3", "student", "nano"),
         ("sim/teacher_lite_future", "student", "lite"),
         ("sim/student_nano_kd_future_online", "student", "nano"),
+        ("sim/student_nano_kd_future_online_w03", "student", "nano"),
         ("sim/teacher_nano_future", "student", "nano"),
     ],
 )
