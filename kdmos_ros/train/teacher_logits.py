@@ -119,6 +119,15 @@ def _write_scan(
         )
 
 
+def _point_rows(sample: Sample) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the scan rows that get outputs, the network row of each, or None when they are the valid rows
+    themselves). Voxel inputs: every point of a cube takes its cube's outputs, as the node labels it."""
+    if sample.source is None:
+        return sample.valid, None
+    rows = sample.source >= 0
+    return rows, sample.source[rows]
+
+
 @torch.no_grad()
 def _dump_student(
     config: TrainConfig,
@@ -139,12 +148,10 @@ def _dump_student(
     for sample in _stream(dataset, frames, config.data.num_workers, progress):
         batch = collate([sample]).to(device)
         output = model(batch.point_features, batch.point_cells, batch.motion_bev)
-        rows, logits, embeddings = sample.valid, output.point_logits, output.point_embeddings
-        if sample.source is not None:
-            # Voxel inputs: every point of a cube takes its cube's outputs, as the node labels it
-            # (and as an exported student's dump stores them).
-            rows = sample.source >= 0
-            per_point = torch.from_numpy(sample.source[rows]).to(logits.device)
+        rows, index = _point_rows(sample)
+        logits, embeddings = output.point_logits, output.point_embeddings
+        if index is not None:
+            per_point = torch.from_numpy(index).to(logits.device)
             logits, embeddings = logits[per_point], embeddings[per_point]
         _write_scan(out_dir, sample.sequence, sample.frame, rows, logits, embeddings, feature_points)
     trainer = extra.get("trainer")
@@ -210,11 +217,8 @@ def _dump_onnx(
         inputs = (sample.point_features, sample.point_cells, sample.motion_bev[np.newaxis])
         members = [runner.run(*inputs) for runner in runners]
         logits = members[0] if len(members) == 1 else ensemble_logits(members)
-        if sample.source is None:
-            rows, per_point = sample.valid, logits
-        else:  # voxel inputs: every point of a cube takes its cube's logits
-            rows = sample.source >= 0
-            per_point = logits[sample.source[rows]]
+        rows, index = _point_rows(sample)
+        per_point = logits if index is None else logits[index]
         _write_scan(
             out_dir, sample.sequence, sample.frame, rows, torch.from_numpy(per_point), torch.empty(0), 0
         )

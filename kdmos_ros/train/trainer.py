@@ -228,7 +228,7 @@ class StudentAdapter:
 
     def predict(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
         """(P(moving) per labelled point, its KDMOS label)."""
-        output = model(batch.point_features, batch.point_cells, batch.motion_bev)
+        output = self.forward(model, batch)
         return moving_probability(output.point_logits, KDMOS_MOVING, KDMOS_IGNORE), batch.labels
 
     def save(self, path: Path, model: nn.Module, extra: dict[str, Any]) -> None:
