@@ -40,6 +40,8 @@ RECIPES = Path(__file__).resolve().parents[2] / "config" / "train"
         ("sim/teacher_lite_future", "student", "lite"),
         ("sim/student_nano_kd_future_online", "student", "nano"),
         ("sim/student_nano_kd_future_online_w03", "student", "nano"),
+        ("sim/student_nano_kd_future_online_w03_t2", "student", "nano"),
+        ("sim/student_nano_kd_future_online_w03_t8", "student", "nano"),
         ("sim/teacher_nano_future", "student", "nano"),
     ],
 )
@@ -56,6 +58,13 @@ def test_shipped_recipes_validate(name: str, kind: str, preset: str) -> None:
         # The nano recipes differ in their distillation section alone (docs/results.md's ablation).
         base = load_config(RECIPES / "sim" / "student_nano.yaml")
         assert config.model_dump(exclude={"distill", "run"}) == base.model_dump(exclude={"distill", "run"})
+        if name.startswith("sim/student_nano_kd_future_online_w03_t"):
+            # The temperature search changes the temperature alone.
+            chosen = load_config(RECIPES / "sim" / "student_nano_kd_future_online_w03.yaml")
+            assert config.distill is not None and chosen.distill is not None
+            assert config.distill.temperature != chosen.distill.temperature
+            exclude = {"distill": {"temperature"}, "run": True}
+            assert config.model_dump(exclude=exclude) == chosen.model_dump(exclude=exclude)
     elif name == "sim/teacher_lite_future":
         # The shipped lite recipe with the next scans' motion channels, validated as nano's.
         assert config.data.val_sequences == ("40", "42", "43") and config.model.overrides["future"] is True
