@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,8 @@ RECIPES = Path(__file__).resolve().parents[2] / "config" / "train"
         ("sim/student_nano_kd_future", "student", "nano"),
         ("sim/student_nano_kd_ensemble_online", "student", "nano"),
         ("sim/student_nano_kd_ensemble_online_w3", "student", "nano"),
+        ("sim/student_nano_kd_ensemble_online_w3_t2", "student", "nano"),
+        ("sim/student_nano_kd_ensemble_online_w3_t8", "student", "nano"),
         ("sim/teacher_lite_future", "student", "lite"),
         ("sim/student_nano_kd_future_online", "student", "nano"),
         ("sim/student_nano_kd_future_online_w03", "student", "nano"),
@@ -58,9 +61,10 @@ def test_shipped_recipes_validate(name: str, kind: str, preset: str) -> None:
         # The nano recipes differ in their distillation section alone (docs/results.md's ablation).
         base = load_config(RECIPES / "sim" / "student_nano.yaml")
         assert config.model_dump(exclude={"distill", "run"}) == base.model_dump(exclude={"distill", "run"})
-        if name.startswith("sim/student_nano_kd_future_online_w03_t"):
-            # The temperature search changes the temperature alone.
-            chosen = load_config(RECIPES / "sim" / "student_nano_kd_future_online_w03.yaml")
+        searched = re.fullmatch(r"(sim/student_nano_kd_\w+)_t\d+", name)
+        if searched:
+            # A temperature search recipe (_tN) changes its base recipe's temperature alone.
+            chosen = load_config(RECIPES / f"{searched.group(1)}.yaml")
             assert config.distill is not None and chosen.distill is not None
             assert config.distill.temperature != chosen.distill.temperature
             exclude = {"distill": {"temperature"}, "run": True}
